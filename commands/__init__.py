@@ -1,0 +1,51 @@
+"""The `coarse-loftr` command line: one module per subcommand, imported only when used
+so that `coarse-loftr match` never loads PyTorch or the web stack."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module under `commands`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "match": ("match", "match two images, print matches and the homography, draw them"),
+    "export-onnx": ("export_onnx", "export a checkpoint to ONNX with graph and parity checks"),
+    "build-engine": ("build_engine", "build (and cache) a TensorRT engine from an ONNX model"),
+    "bench": ("bench", "latency / FPS of every available backend, with ORB and SIFT as peers"),
+    "eval": ("evaluate", "HPatches-protocol evaluation on a manifest of image pairs"),
+    "train": ("train", "train a teacher or a student (knowledge distillation)"),
+    "serve": ("serve", "start the web service"),
+}
+
+
+class CommandError(Exception):
+    """An expected failure (missing file, bad option): printed as one line, exit 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="coarse-loftr")
+    parser.add_argument("command", choices=list(SUBCOMMANDS), help="; ".join(
+        f"{name}: {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    if argv[0] not in SUBCOMMANDS:
+        parser.error(f"unknown command {argv[0]!r}")
+    name = argv[0]
+    module = importlib.import_module(f"commands.{SUBCOMMANDS[name][0]}")
+    sub = argparse.ArgumentParser(prog=f"coarse-loftr {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except CommandError as error:
+        print(f"coarse-loftr {name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Typed configuration of the matcher, with every default in one place.
+
+`ModelConfig` describes the network (what a checkpoint holds); `MatchConfig`,
+`RegistrationConfig` describe what is done with its output. Named presets cover the
+published Coarse_LoFTR_TRT student, the original LoFTR outdoor model, and this
+project's own teacher and students.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from math import prod
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """ResNet backbone: a 7x7 stride-2 stem, then stages of BasicBlocks.
+
+    The coarse feature map is a 1x1 projection of the last stage, at stride
+    `2 * prod(strides)` of the input. `fine_stage` (1-based) names the stage whose
+    output feeds the sub-cell refinement head; None means no learned refinement.
+    """
+
+    stem_dim: int = 16
+    widths: tuple[int, ...] = (16, 32, 64)
+    strides: tuple[int, ...] = (1, 2, 2)
+    blocks: tuple[int, ...] = (1, 2, 2)
+    fine_stage: int | None = 2
+
+    @property
+    def coarse_stride(self) -> int:
+        return 2 * prod(self.strides)
+
+    @property
+    def fine_stride(self) -> int | None:
+        if self.fine_stage is None:
+            return None
+        return 2 * prod(self.strides[: self.fine_stage])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole network. Presets below; `ModelConfig.from_dict` reads a checkpoint's copy."""
+
+    name: str = "student"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    d_model: int = 64
+    nhead: int = 2
+    layer_names: tuple[str, ...] = ("self", "cross", "self", "cross")
+    layer_norm_eps: float = 1e-5
+    # LoFTR's sine encoding. The published checkpoints were trained with the "buggy"
+    # divisor (temp_bug_fix=False); it must stay so for them to load with parity.
+    pe_temp_bug_fix: bool = True
+    pe_max_shape: tuple[int, int] = (256, 256)
+    # Dual-softmax temperature applied to similarities of features scaled by 1/sqrt(d).
+    temperature: float = 0.1
+    # Learned refinement: channels of the fine features and the side of the search
+    # window in fine pixels, centred on the matched coarse cell.
+    fine_dim: int = 32
+    fine_window: int = 6
+
+    @property
+    def coarse_stride(self) -> int:
+        return self.backbone.coarse_stride
+
+    @property
+    def has_fine_head(self) -> bool:
+        return self.backbone.fine_stage is not None and self.fine_dim > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        backbone = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in data.pop("backbone").items()})
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(backbone=backbone, **kwargs)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The published Coarse_LoFTR_TRT student (LoFTR_teacher.pt / LoFTR_no_teacher.pt):
+    # 1/16 grid, d=32, one head. Its 1/4 FPN branch is never computed here.
+    "coarse_loftr_trt": ModelConfig(
+        name="coarse_loftr_trt",
+        backbone=BackboneConfig(stem_dim=8, widths=(8, 16, 32, 32), strides=(1, 2, 2, 2),
+                                blocks=(2, 2, 2, 2), fine_stage=None),
+        d_model=32, nhead=1, layer_norm_eps=1e-7, pe_temp_bug_fix=False, fine_dim=0,
+    ),
+    # The original LoFTR outdoor_ds model, coarse level only (1/8 grid, d=256, 8 heads).
+    "loftr_outdoor": ModelConfig(
+        name="loftr_outdoor",
+        backbone=BackboneConfig(stem_dim=128, widths=(128, 196, 256), strides=(1, 2, 2),
+                                blocks=(2, 2, 2), fine_stage=None),
+        d_model=256, nhead=8, layer_names=("self", "cross") * 4, pe_temp_bug_fix=False,
+        fine_dim=0,
+    ),
+    # This project's models: a 1/8 grid on a half-size input plus a learned refinement
+    # head on stride-4 features.
+    "student": ModelConfig(),
+    "teacher": ModelConfig(
+        name="teacher",
+        backbone=BackboneConfig(stem_dim=32, widths=(32, 64, 128), strides=(1, 2, 2),
+                                blocks=(2, 2, 2), fine_stage=2),
+        d_model=128, nhead=4, fine_dim=48,
+    ),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Turning the network's per-cell output into matches."""
+
+    threshold: float = 0.2          # minimum dual-softmax confidence of a mutual match
+    border: int = 1                 # coarse cells dropped along each edge of the (unpadded) image
+    max_matches: int | None = None  # keep the most confident ones; None keeps all
+    refine: bool = True             # add the sub-cell offset to image1's keypoints
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Robust geometry fitted to matches (OpenCV USAC MAGSAC)."""
+
+    method: str = "homography"      # or "fundamental"
+    threshold_px: float = 3.0       # inlier threshold in pixels of image1
+    confidence: float = 0.999
+    max_iters: int = 10000
+
+
+def with_overrides(config: Any, **overrides: Any) -> Any:
+    """`dataclasses.replace` that ignores None values (unset options)."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,96 @@
+"""The coarse LoFTR network: backbone -> positional encoding -> linear transformer ->
+dual-softmax confidence matrix (-> learned sub-cell refinement)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .backbone import ResNetBackbone
+from .position_encoding import PositionEncodingSine
+from .refinement import FineHead, confidence_expectation
+from .transformer import LocalFeatureTransformer
+
+#: Names of the graph outputs every backend returns (see `CoarseLoFTR.predict`).
+OUTPUT_NAMES = ("conf_max", "match_index", "offset1")
+INPUT_NAMES = ("image0", "image1")
+
+
+@dataclass
+class CoarseOutput:
+    """What training needs from one forward pass.
+
+    sim_matrix / conf_matrix: (B, N0, N1) similarity logits (already divided by the
+    temperature) and dual-softmax confidence; grid_hw: coarse grid (rows, cols);
+    fine0 / fine1: (B, C, Hf, Wf) projected fine features, or None.
+    """
+
+    sim_matrix: torch.Tensor
+    conf_matrix: torch.Tensor
+    grid_hw: tuple[int, int]
+    fine0: torch.Tensor | None
+    fine1: torch.Tensor | None
+
+
+class CoarseLoFTR(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = ResNetBackbone(config)
+        self.pos_encoding = PositionEncodingSine(config.d_model, config.pe_max_shape,
+                                                 config.pe_temp_bug_fix)
+        self.loftr_coarse = LocalFeatureTransformer(config)
+        self.fine_head = FineHead(config) if config.has_fine_head else None
+
+    def forward(self, image0: torch.Tensor, image1: torch.Tensor) -> CoarseOutput:
+        """image0, image1: (B, 1, H, W) grayscale in [0, 1], same size, H and W
+        multiples of the coarse stride."""
+        batch = image0.shape[0]
+        coarse, fine = self.backbone(torch.cat([image0, image1], dim=0))
+        grid_hw = (coarse.shape[2], coarse.shape[3])
+        tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)   # (2B, N, d)
+        feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
+        scale = feat0.shape[-1] ** 0.5
+        sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.config.temperature
+        conf_matrix = sim_matrix.softmax(dim=1) * sim_matrix.softmax(dim=2)
+        fine0 = fine1 = None
+        if self.fine_head is not None and fine is not None:
+            fine = self.fine_head.features(fine)
+            fine0, fine1 = fine[:batch], fine[batch:]
+        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, fine0, fine1)
+
+    def predict(self, image0: torch.Tensor, image1: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The deployed graph: per image0 cell, its mutual-nearest-neighbour match.
+
+        Returns conf_max (B, N0) float32 (0 where the best match is not mutual),
+        match_index (B, N0) int64 (row-major image1 cell), offset1 (B, N0, 2) float32
+        (sub-cell position of the match in input pixels, from that cell's centre).
+        A few numbers per cell leave the graph instead of the N0 x N1 matrix.
+        """
+        out = self.forward(image0, image1)
+        conf = out.conf_matrix
+        conf_max, match_index = conf.max(dim=2)
+        column_max = conf.max(dim=1).values                               # (B, N1)
+        mutual = conf_max >= torch.gather(column_max, 1, match_index)
+        conf_max = conf_max * mutual.to(conf_max.dtype)
+        if self.fine_head is not None and out.fine0 is not None:
+            offset1, _ = self.fine_head(out.fine0, out.fine1, match_index, out.grid_hw)
+        else:
+            offset1 = confidence_expectation(conf, match_index, out.grid_hw,
+                                             self.config.coarse_stride)
+        return conf_max, match_index, offset1
+
+
+class PredictGraph(nn.Module):
+    """`CoarseLoFTR.predict` as a module's forward, for export and tracing."""
+
+    def __init__(self, model: CoarseLoFTR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image0: torch.Tensor, image1: torch.Tensor):
+        return self.model.predict(image0, image1)
