@@ -1,0 +1,100 @@
+"""The one interface every runtime implements.
+
+A backend runs the exported matching graph (`inference.model.CoarseLoFTR.predict`) on
+one pair of pre-processed images and returns, for every coarse cell of image0, its
+mutual-nearest-neighbour match in image1. Everything before (decoding, resizing) and
+after (thresholds, coordinates, geometry) is shared code that never looks inside a
+backend.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested runtime cannot run here (library or device missing); the message says why."""
+
+
+@dataclass(frozen=True)
+class BackendOutput:
+    """Per-cell output of the matching graph for one pair (batch dimension removed).
+
+    conf_max: (N0,) float32, dual-softmax confidence of each image0 cell's best image1
+        cell, 0 where that match is not mutual.
+    match_index: (N0,) int64, row-major index of that image1 cell on the coarse grid.
+    offset1: (N0, 2) float32, sub-cell position (x, y) of the match in model-input pixels,
+        relative to the centre of the matched image1 cell.
+    """
+
+    conf_max: np.ndarray
+    match_index: np.ndarray
+    offset1: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a backend knows of the graph it runs (stored in the ONNX metadata).
+
+    input_size: (width, height) of the model input in pixels; coarse_stride: input
+    pixels per coarse cell; name: model name (e.g. "student"); config: the
+    `ModelConfig` as a dict, when known.
+    """
+
+    input_size: tuple[int, int]
+    coarse_stride: int
+    name: str
+    config: dict | None = None
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(columns, rows) of the coarse grid."""
+        width, height = self.input_size
+        return width // self.coarse_stride, height // self.coarse_stride
+
+    def to_metadata(self) -> dict[str, str]:
+        meta = {
+            "input_width": str(self.input_size[0]),
+            "input_height": str(self.input_size[1]),
+            "coarse_stride": str(self.coarse_stride),
+            "model_name": self.name,
+        }
+        if self.config is not None:
+            meta["model_config"] = json.dumps(self.config)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> ModelInfo:
+        try:
+            return cls(
+                input_size=(int(meta["input_width"]), int(meta["input_height"])),
+                coarse_stride=int(meta["coarse_stride"]),
+                name=meta.get("model_name", "unknown"),
+                config=json.loads(meta["model_config"]) if "model_config" in meta else None,
+            )
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"model metadata is incomplete or invalid: {error}") from None
+
+
+class Backend(ABC):
+    """A loaded model on one runtime. Not thread-safe unless a subclass says so:
+    callers serialise `run` (the service runs it on one worker thread)."""
+
+    #: short runtime name: "onnxruntime", "tensorrt" or "torch"
+    name: str
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
+
+    @abstractmethod
+    def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
+        """image0, image1: (1, 1, H, W) float32 grayscale in [0, 1], H x W = the model
+        input size (`info.input_size` is (W, H))."""
+
+    def describe(self) -> str:
+        """One line for logs and /info, e.g. 'onnxruntime (CPUExecutionProvider, 2 threads)'."""
+        return self.name
