@@ -1,0 +1,113 @@
+"""`Matcher`: decoded images in, matches in each image's own pixels out.
+
+    from inference import Matcher, estimate_homography
+    matcher = Matcher()                      # shipped default model, best available runtime
+    result = matcher.match("a.jpg", "b.jpg")  # or decoded numpy images
+    geometry = estimate_homography(result)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends import create_backend
+from .config import MatchConfig, with_overrides
+from .io import read_image
+from .matching import extract_matches
+from .preprocess import letterbox, to_gray_float
+from .weights import ModelFiles, WeightsError, resolve_weights
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """One matched pair, most confident first.
+
+    keypoints0, keypoints1: (N, 2) float32 x, y in pixels of the original image0 /
+    image1 (pixel centres at integers); confidence: (N,) float32 in [0, 1];
+    image_size0/1: (width, height) of the inputs; timings_ms: preprocess, inference,
+    postprocess and total milliseconds; model, backend: names of what ran.
+    """
+
+    keypoints0: np.ndarray
+    keypoints1: np.ndarray
+    confidence: np.ndarray
+    image_size0: tuple[int, int]
+    image_size1: tuple[int, int]
+    timings_ms: dict[str, float]
+    model: str
+    backend: str
+
+    def __len__(self) -> int:
+        return len(self.confidence)
+
+
+class Matcher:
+    """A loaded model plus the pre- and post-processing around it.
+
+    weights: None for the shipped default, a path to an .onnx file, or a folder with a
+    weights manifest; backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; size:
+    model input (width, height), picking (or exporting) the model of that size; match:
+    default thresholds; num_threads: CPU threads of the runtime.
+    Not thread-safe: serialise calls to `match` (the service uses one worker thread).
+    """
+
+    def __init__(self, weights: str | Path | None = None, backend: str = "auto",
+                 size: tuple[int, int] | None = None, match: MatchConfig | None = None,
+                 num_threads: int | None = None) -> None:
+        self.files: ModelFiles = resolve_weights(weights, size)
+        self.backend = create_backend(backend, onnx_path=self.files.onnx,
+                                      checkpoint_path=self.files.checkpoint,
+                                      num_threads=num_threads)
+        self.info = self.backend.info
+        if size is not None and tuple(self.info.input_size) != tuple(size):
+            raise WeightsError(f"{self.files.onnx} takes {self.info.input_size[0]}x"
+                               f"{self.info.input_size[1]} input, not {size[0]}x{size[1]}")
+        self.config = match or MatchConfig()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) of the model input in pixels."""
+        return self.info.input_size
+
+    def describe(self) -> str:
+        width, height = self.info.input_size
+        return f"{self.info.name} {width}x{height} on {self.backend.describe()}"
+
+    def match(self, image0: np.ndarray | str | Path, image1: np.ndarray | str | Path, *,
+              threshold: float | None = None, max_matches: int | None = None,
+              refine: bool | None = None) -> MatchResult:
+        """Match two images: decoded arrays (uint8 / uint16 gray, BGR or BGRA, as
+        `inference.io.decode_image` returns) or image file paths. Keyword options
+        override this matcher's `MatchConfig` for this call."""
+        start = time.perf_counter()
+        image0 = read_image(image0) if isinstance(image0, (str, Path)) else image0
+        image1 = read_image(image1) if isinstance(image1, (str, Path)) else image1
+        config = with_overrides(self.config, threshold=threshold, max_matches=max_matches,
+                                refine=refine)
+        size = self.info.input_size
+        input0, box0 = letterbox(to_gray_float(image0), size)
+        input1, box1 = letterbox(to_gray_float(image1), size)
+        preprocessed = time.perf_counter()
+        output = self.backend.run(input0, input1)
+        inferred = time.perf_counter()
+        matches = extract_matches(output, self.info, box0, box1, config)
+        end = time.perf_counter()
+        return MatchResult(
+            keypoints0=matches.keypoints0,
+            keypoints1=matches.keypoints1,
+            confidence=matches.confidence,
+            image_size0=box0.original_size,
+            image_size1=box1.original_size,
+            timings_ms={
+                "preprocess": (preprocessed - start) * 1e3,
+                "inference": (inferred - preprocessed) * 1e3,
+                "postprocess": (end - inferred) * 1e3,
+                "total": (end - start) * 1e3,
+            },
+            model=self.info.name,
+            backend=self.backend.name,
+        )

@@ -1,0 +1,1 @@
+"""Model files shipped with the project (manifest.json, *.onnx, *.pt); see inference/weights.py."""
