@@ -39,8 +39,26 @@ def _header(first: str, with_threshold: bool) -> list[str]:
     return [columns, "|" + "---|" * (columns.count("|") - 1)]
 
 
-def markdown_table(results: Sequence[MethodResult], manifest: str, selection: str) -> str:
-    """The whole report: overall table, then one table per breakdown key."""
+def refinement_lines(refined: MethodResult, coarse: MethodResult) -> list[str]:
+    """What sub-cell refinement changes: the same weights with it on and off. The
+    per-pair change is over the pairs where both runs found a homography."""
+    on, off = refined.errors(), coarse.errors()
+    both = np.isfinite(on) & np.isfinite(off)
+    change = float(np.median(on[both] - off[both])) if both.any() else float("nan")
+    aucs = ", ".join(f"AUC@{t:g} {100.0 * refined.overall.auc[t]:.1f} vs "
+                     f"{100.0 * coarse.overall.auc[t]:.1f}" for t in AUC_THRESHOLDS_PX)
+    return ["", "## Refinement on vs off (same weights)", "",
+            f"- {aucs} (on vs off)",
+            f"- median corner error {_fmt_error(refined.overall.median_error)} px on vs "
+            f"{_fmt_error(coarse.overall.median_error)} px off",
+            f"- per pair, median change of the corner error with refinement: {change:+.3f} px "
+            f"over {int(both.sum())} pairs solved both ways"]
+
+
+def markdown_table(results: Sequence[MethodResult], manifest: str, selection: str,
+                   ablation: tuple[MethodResult, MethodResult] | None = None) -> str:
+    """The whole report: overall table, the refinement ablation (refined, unrefined)
+    when given, then one table per breakdown key."""
     lines = [f"# Homography evaluation on `{manifest}`", "",
              f"Corner error: {CORNER_CONVENTION}. AUC in percent. RANSAC: OpenCV USAC MAGSAC, "
              f"{selection}. Times are means per pair; matching and RANSAC are timed separately.",
@@ -52,6 +70,8 @@ def markdown_table(results: Sequence[MethodResult], manifest: str, selection: st
         lines += _header("method", with_threshold=True)
         for result in results:
             lines += [_row(result.name, s, t) for t, s in result.by_threshold.items()]
+    if ablation is not None:
+        lines += refinement_lines(*ablation)
     for key in BREAKDOWN_KEYS:
         lines += ["", f"## By {key}", ""]
         lines += _header(f"{key} / method", with_threshold=False)

@@ -2,8 +2,8 @@
 
 Every method matches each pair once; the homography is then fitted (OpenCV USAC
 MAGSAC) once per candidate inlier threshold on those same matches, so trying several
-thresholds costs RANSAC time only. With several candidates, each method keeps the one
-with the best overall AUC@5 px (the protocol of the issue's reference numbers).
+thresholds costs RANSAC time only. Each method then keeps the candidate with the best
+overall AUC@5 px (the protocol of the issue's reference numbers) or the first one.
 """
 
 from __future__ import annotations
@@ -130,23 +130,30 @@ def _breakdown(records: Sequence[PairRecord], threshold_px: float) -> dict[str, 
             for key, by_label in groups.items()}
 
 
-def finish(name: str, records: list[PairRecord], thresholds_px: Sequence[float]) -> MethodResult:
-    """Pick the RANSAC threshold with the best overall AUC@5 (the first on ties) and
-    summarise the method at it, overall and per breakdown key."""
-    by_threshold = {t: summarise(records, t) for t in thresholds_px}
-    best = max(thresholds_px, key=lambda t: (by_threshold[t].auc[SELECTION_AUC_PX],
-                                             -list(thresholds_px).index(t)))
-    return MethodResult(name, records, best, by_threshold[best], by_threshold,
-                        _breakdown(records, best))
+def finish(name: str, records: list[PairRecord], thresholds_px: Sequence[float],
+           pick_best: bool = True) -> MethodResult:
+    """Summarise a method overall and per breakdown key at one RANSAC threshold: the one
+    with the best overall AUC@5 (the first on ties) when `pick_best`, else the first."""
+    thresholds = list(thresholds_px)
+    by_threshold = {t: summarise(records, t) for t in thresholds}
+    chosen = thresholds[0]
+    if pick_best:
+        chosen = max(thresholds, key=lambda t: (by_threshold[t].auc[SELECTION_AUC_PX],
+                                                -thresholds.index(t)))
+    return MethodResult(name, records, chosen, by_threshold[chosen], by_threshold,
+                        _breakdown(records, chosen))
 
 
 def evaluate(pairs: Sequence[EvalPair], methods: Sequence[MatchMethod],
              thresholds_px: Sequence[float] = (RegistrationConfig.threshold_px,),
+             pick_best: bool = True,
              progress: Callable[[int, int], None] | None = None) -> list[MethodResult]:
     """Match every pair with every method and fit a homography at every threshold.
 
     Images are decoded once per pair and shared by all methods. `progress(done, total)`
-    is called after each pair. Returns one `MethodResult` per method, in order.
+    is called after each pair. Each method is summarised at its best threshold
+    (`pick_best`) or at the first one (see `finish`). Returns one `MethodResult` per
+    method, in order.
     """
     if not pairs:
         raise ValueError("no pairs to evaluate")
@@ -170,4 +177,4 @@ def evaluate(pairs: Sequence[EvalPair], methods: Sequence[MatchMethod],
             records[method.name].append(record)
         if progress is not None:
             progress(done, len(pairs))
-    return [finish(m.name, records[m.name], thresholds) for m in methods]
+    return [finish(m.name, records[m.name], thresholds, pick_best) for m in methods]

@@ -1,0 +1,234 @@
+"""`coarse-loftr eval MANIFEST`: HPatches-protocol homography evaluation.
+
+Our matcher, OpenCV SIFT / ORB and any other model (`--compare`) run on the same pairs;
+every method's matches go through the same USAC MAGSAC fit and corner-error metric.
+Writes results.md, curve.png, results.json and pairs.json to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.config import MatchConfig, RegistrationConfig
+
+from . import CommandError
+
+PEERS = ("sift", "orb")
+OURS = "ours"
+DEFAULT_OUT = Path("runs/eval")
+#: input size (W, H) a `--compare` checkpoint is exported at when `--size` is not given
+DEFAULT_EXPORT_SIZE = (640, 480)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class RansacChoice:
+    """Candidate inlier thresholds (px) and whether each method keeps its best one
+    (`best`) or all are reported with the first as the headline."""
+
+    thresholds: tuple[float, ...]
+    best: bool
+
+    def describe(self) -> str:
+        values = "/".join(f"{t:g}" for t in self.thresholds)
+        if self.best:
+            return f"per method the threshold with the best AUC@5 among {values} px"
+        if len(self.thresholds) == 1:
+            return f"inlier threshold {values} px"
+        return f"inlier threshold {self.thresholds[0]:g} px (also reported: {values} px)"
+
+
+def parse_ransac(text: str) -> RansacChoice:
+    """'3' | '1,3,5,8' | 'best:1,3,5,8' -> RansacChoice."""
+    best = text.startswith("best:")
+    body = text[len("best:"):] if best else text
+    try:
+        values = tuple(float(part) for part in body.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected pixels like 3, 1,3,5,8 or best:1,3,5,8, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"RANSAC thresholds must be positive pixels, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"repeated RANSAC threshold in {text!r}")
+    return RansacChoice(values, best)
+
+
+def parse_compare(text: str) -> tuple[Path, str]:
+    """'PATH[:label]' -> (path, label); the label defaults to the file's stem."""
+    path, label = Path(text), None
+    if not path.exists() and ":" in text:
+        head, _, tail = text.rpartition(":")
+        path, label = Path(head), tail.strip()
+    if not label:
+        label = path.stem
+    return path, label
+
+
+def _size(text: str) -> tuple[int, int]:
+    from inference.weights import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path,
+                        help="manifest.json with pairs {id, a, b, H_a_to_b, kind, difficulty, group}")
+    parser.add_argument("--methods", default=f"{OURS},{','.join(PEERS)}",
+                        help=f"comma-separated, from {OURS}, {', '.join(PEERS)} (default: all)")
+    parser.add_argument("--compare", action="append", default=[], metavar="PATH[:label]",
+                        help="another model to run on the same pairs: an .onnx file or a checkpoint "
+                             "(.pt/.ckpt, exported on the fly; needs torch); repeatable")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="let --compare checkpoints unpickle arbitrary objects (trusted files only)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="our model: .onnx file or weights folder (default: the shipped model)")
+    parser.add_argument("--backend", default="auto", help="runtime of our model (default: auto)")
+    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+                        help="model input size (default: the model's own; --compare checkpoints "
+                             f"are exported at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]})")
+    parser.add_argument("--threshold", type=float, default=MatchConfig.threshold,
+                        help=f"match confidence threshold (default {MatchConfig.threshold})")
+    parser.add_argument("--no-refine", action="store_true", help="our matcher without sub-cell refinement")
+    parser.add_argument("--refine-ablation", action="store_true",
+                        help="run our matcher with and without refinement (same weights)")
+    parser.add_argument("--ransac-threshold", type=parse_ransac,
+                        default=RansacChoice((RegistrationConfig.threshold_px,), False),
+                        metavar="PX[,PX...]|best:PX,PX...",
+                        help="MAGSAC inlier threshold(s) in pixels; best:1,3,5,8 keeps, per method, "
+                             f"the one with the best AUC@5 (default {RegistrationConfig.threshold_px:g})")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+
+
+def _our_methods(args: argparse.Namespace) -> list:
+    """Our matcher as one method, or two (refinement on / off) with --refine-ablation."""
+    from inference import Matcher
+    from training.evaluation import MatcherMethod
+
+    try:
+        matcher = Matcher(weights=args.weights, backend=args.backend, size=args.size)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CommandError(f"cannot load our model: {error}") from None
+    options = {"threshold": args.threshold}
+    if args.refine_ablation:
+        return [MatcherMethod(OURS, matcher, {**options, "refine": True}),
+                MatcherMethod(f"{OURS} (no refine)", matcher, {**options, "refine": False})]
+    name = f"{OURS} (no refine)" if args.no_refine else OURS
+    return [MatcherMethod(name, matcher, {**options, "refine": not args.no_refine})]
+
+
+def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
+    """A `--compare` model: an ONNX file directly, a checkpoint exported to ONNX first."""
+    from inference import Matcher
+    from training.evaluation import MatcherMethod
+
+    path, label = parse_compare(spec)
+    if not path.is_file():
+        raise CommandError(f"--compare: file not found: {path}")
+    onnx_path = path
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        try:
+            from inference.checkpoint import load_checkpoint
+            from inference.export import export_onnx
+        except ImportError as error:
+            raise CommandError(f"--compare {path}: exporting a checkpoint needs torch and onnx "
+                               f"(pip install 'coarse-loftr[train]'): {error}") from None
+        onnx_path = scratch / f"{len(list(scratch.iterdir()))}_{path.stem}.onnx"
+        try:
+            model, _ = load_checkpoint(path, allow_pickle=args.allow_pickle)
+            export_onnx(model, onnx_path, args.size or DEFAULT_EXPORT_SIZE)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise CommandError(f"--compare {path}: {error}") from None
+    elif path.suffix.lower() != ".onnx":
+        raise CommandError(f"--compare {path}: expected an .onnx file or a checkpoint "
+                           f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    try:
+        matcher = Matcher(weights=onnx_path, backend=args.backend, size=args.size)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CommandError(f"--compare {path}: cannot load: {error}") from None
+    return MatcherMethod(label, matcher, {"threshold": args.threshold, "refine": not args.no_refine})
+
+
+def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
+    from training.evaluation import OpenCVFeatures
+
+    names = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = sorted(set(names) - {OURS, *PEERS})
+    if unknown:
+        raise CommandError(f"unknown method(s) {', '.join(unknown)}; choose from {OURS}, {', '.join(PEERS)}")
+    if args.refine_ablation and OURS not in names:
+        raise CommandError(f"--refine-ablation needs {OURS} among --methods")
+    methods = []
+    for name in dict.fromkeys(names):
+        methods += _our_methods(args) if name == OURS else [OpenCVFeatures(name)]
+    methods += [_compare_method(spec, args, scratch) for spec in args.compare]
+    if not methods:
+        raise CommandError("no methods to evaluate (--methods is empty and no --compare)")
+    seen = [m.name for m in methods]
+    duplicates = sorted({n for n in seen if seen.count(n) > 1})
+    if duplicates:
+        raise CommandError(f"two methods are named {', '.join(duplicates)}: give --compare a :label")
+    return methods
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\r  pair {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.evaluation import ManifestError, evaluate, load_manifest
+    from training.evaluation.report import markdown_table, per_pair_json, plot_curves, to_json
+
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise CommandError(f"--threshold must be within [0, 1], got {args.threshold}")
+    try:
+        pairs = load_manifest(args.manifest, limit=args.limit)
+    except ManifestError as error:
+        raise CommandError(str(error)) from None
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create output folder {args.out}: {error}") from None
+
+    ransac: RansacChoice = args.ransac_threshold
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coarse-loftr-eval-")))
+        methods = _build_methods(args, scratch)
+        print(f"evaluating {', '.join(m.name for m in methods)} on {len(pairs)} pairs", file=sys.stderr)
+        try:
+            results = evaluate(pairs, methods, ransac.thresholds, ransac.best, progress=_progress)
+        except ManifestError as error:
+            raise CommandError(str(error)) from None
+
+    manifest = str(args.manifest)
+    selection = ransac.describe()
+    by_name = {r.name: r for r in results}
+    ablation = ((by_name[OURS], by_name[f"{OURS} (no refine)"]) if args.refine_ablation else None)
+    (args.out / "results.md").write_text(markdown_table(results, manifest, selection, ablation))
+    figures = to_json(results, manifest, ransac.thresholds, selection)
+    (args.out / "results.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (args.out / "pairs.json").write_text(json.dumps(per_pair_json(results), indent=1) + "\n")
+    try:
+        plot_curves(results, args.out / "curve.png", f"{args.manifest.parent.name}: {len(pairs)} pairs")
+    except ImportError:
+        raise CommandError("the plot needs matplotlib (pip install 'coarse-loftr[train]'); "
+                           f"the tables are in {args.out}") from None
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        print((args.out / "results.md").read_text())
+    print(f"wrote {args.out}/results.md, results.json, pairs.json, curve.png", file=sys.stderr)
+    return 0
