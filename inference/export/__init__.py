@@ -1,0 +1,15 @@
+"""Export to ONNX with graph and parity checks (needs torch and onnx)."""
+
+from .onnx_export import (
+    DEFAULT_OPSET,
+    TENSORRT_OPS,
+    ExportError,
+    ExportReport,
+    ParityReport,
+    check_index_arithmetic,
+    check_ops,
+    export_onnx,
+)
+
+__all__ = ["export_onnx", "ExportReport", "ParityReport", "ExportError", "check_ops",
+           "check_index_arithmetic", "TENSORRT_OPS", "DEFAULT_OPSET"]
