@@ -1,0 +1,202 @@
+"""HTTP routes: /match, /register, /health, /info and the page."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+
+from inference import draw_matches, estimate_fundamental, estimate_homography, warp_blend
+from inference.config import MatchConfig, RegistrationConfig
+
+from .errors import ApiError, responses
+from .schemas import (HealthResponse, ImageSize, InfoResponse, MatchResponse, OutputFormat,
+                      RansacMethod, RegisterResponse, Timings)
+from .service import Service
+
+router = APIRouter()
+
+_PNG = {"content": {"image/png": {}}, "description": "the overlay image (format=png or "
+        "Accept: image/png)"}
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    threshold: float
+    max_matches: int | None
+    refine: bool
+    ransac: RansacMethod
+    ransac_threshold: float
+    png: bool
+
+
+def match_options(
+    threshold: Annotated[float, Query(ge=0.0, le=1.0, description="minimum confidence")]
+        = MatchConfig.threshold,
+    max_matches: Annotated[int | None, Query(ge=1, le=100_000,
+                                             description="keep the most confident")] = None,
+    refine: Annotated[bool, Query(description="sub-cell refinement of b's points")]
+        = MatchConfig.refine,
+    ransac: Annotated[RansacMethod, Query(description="robust geometry to fit")]
+        = RansacMethod.none,
+    ransac_threshold: Annotated[float, Query(gt=0.0, le=100.0, description="inlier threshold, "
+                                             "pixels of b")] = RegistrationConfig.threshold_px,
+    format: Annotated[OutputFormat | None, Query(description="json (default) or png")] = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> MatchOptions:
+    png = format == OutputFormat.png or (format is None and _prefers_png(accept))
+    return MatchOptions(threshold, max_matches, refine, ransac, ransac_threshold, png)
+
+
+def _prefers_png(accept: str | None) -> bool:
+    if not accept:
+        return False
+    kinds = [part.split(";")[0].strip() for part in accept.split(",")]
+    return "image/png" in kinds and "application/json" not in kinds
+
+
+UploadA = Annotated[UploadFile, File(description="the first image (PNG, JPEG, WebP, TIFF, BMP)")]
+UploadB = Annotated[UploadFile, File(description="the second image")]
+
+
+async def _read_pair(service: Service, a: UploadFile, b: UploadFile) -> tuple[np.ndarray, np.ndarray]:
+    for name, upload in (("a", a), ("b", b)):
+        if upload.size is not None:
+            service.check_size(name, upload.size)
+    data_a, data_b = await a.read(), await b.read()
+    return await asyncio.gather(service.decode("a", data_a), service.decode("b", data_b))
+
+
+def _size(image: np.ndarray) -> ImageSize:
+    return ImageSize(width=image.shape[1], height=image.shape[0])
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ApiError(500, "encode_failed", "could not encode the overlay image")
+    return encoded.tobytes()
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _matrix(geometry) -> list[list[float]] | None:
+    return None if geometry is None or geometry.matrix is None else np.asarray(
+        geometry.matrix, dtype=float).tolist()
+
+
+@router.post("/match", response_model=MatchResponse, tags=["matching"],
+             responses={200: _PNG, **responses(413, 415, 422, 503)})
+async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends(match_options)],
+                service: Annotated[Service, Depends(get_service)]):
+    """Match two images. JSON by default; `format=png` answers the side-by-side overlay."""
+    start = time.perf_counter()
+    image0, image1 = await _read_pair(service, a, b)
+    decoded = time.perf_counter()
+    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
+                                               max_matches=options.max_matches,
+                                               refine=options.refine)
+    post_start = time.perf_counter()
+
+    def postprocess():
+        geometry = None
+        if options.ransac == RansacMethod.homography:
+            geometry = estimate_homography(result, threshold_px=options.ransac_threshold)
+        elif options.ransac == RansacMethod.fundamental:
+            geometry = estimate_fundamental(result, threshold_px=options.ransac_threshold)
+        inliers = None if geometry is None else geometry.inliers
+        image = _png(draw_matches(image0, image1, result.keypoints0, result.keypoints1,
+                                  result.confidence, inliers=inliers)) if options.png else None
+        return geometry, image
+
+    geometry, image = await asyncio.to_thread(postprocess)
+    if image is not None:
+        return Response(image, media_type="image/png")
+    timings = Timings(decode=round((decoded - start) * 1000.0, 3), inference=round(inference_ms, 3),
+                      postprocess=_ms(post_start), total=_ms(start))
+    return MatchResponse(
+        num_matches=len(result.confidence),
+        keypoints0=result.keypoints0.tolist(),
+        keypoints1=result.keypoints1.tolist(),
+        confidence=result.confidence.tolist(),
+        image_size0=_size(image0), image_size1=_size(image1),
+        homography=_matrix(geometry),
+        inliers=None if geometry is None else np.asarray(geometry.inliers, bool).tolist(),
+        num_inliers=None if geometry is None else int(geometry.num_inliers),
+        timings_ms=timings, model=result.model, backend=result.backend,
+    )
+
+
+@router.post("/register", response_model=RegisterResponse, tags=["matching"],
+             responses={200: _PNG, **responses(413, 415, 422, 503)})
+async def register(a: UploadA, b: UploadB,
+                   options: Annotated[MatchOptions, Depends(match_options)],
+                   service: Annotated[Service, Depends(get_service)]):
+    """Fit a homography from a to b and blend a, warped, over b. The `ransac` option is
+    ignored (always a homography); `format=png` answers the blended image itself."""
+    start = time.perf_counter()
+    image0, image1 = await _read_pair(service, a, b)
+    decoded = time.perf_counter()
+    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
+                                               max_matches=options.max_matches,
+                                               refine=options.refine)
+    post_start = time.perf_counter()
+
+    def postprocess():
+        geometry = estimate_homography(result, threshold_px=options.ransac_threshold)
+        if geometry.matrix is None:
+            return geometry, None
+        return geometry, _png(warp_blend(image0, image1, geometry.matrix))
+
+    geometry, overlay = await asyncio.to_thread(postprocess)
+    if options.png:
+        if overlay is None:
+            raise ApiError(422, "no_homography", f"no homography found from "
+                           f"{len(result.confidence)} matches; try a lower threshold")
+        return Response(overlay, media_type="image/png")
+    timings = Timings(decode=round((decoded - start) * 1000.0, 3), inference=round(inference_ms, 3),
+                      postprocess=_ms(post_start), total=_ms(start))
+    return RegisterResponse(
+        homography=_matrix(geometry), num_matches=len(result.confidence),
+        num_inliers=int(geometry.num_inliers),
+        image_size0=_size(image0), image_size1=_size(image1),
+        overlay_png=None if overlay is None else base64.b64encode(overlay).decode("ascii"),
+        timings_ms=timings, model=result.model, backend=result.backend,
+    )
+
+
+@router.get("/health", response_model=HealthResponse, tags=["service"])
+async def health(service: Annotated[Service, Depends(get_service)]) -> HealthResponse:
+    """Liveness: the model is loaded and the server answers."""
+    return HealthResponse(status="ok", backend=service.backend_name)
+
+
+@router.get("/info", response_model=InfoResponse, tags=["service"])
+async def info(request: Request, service: Annotated[Service, Depends(get_service)]) -> InfoResponse:
+    """The loaded model, its input size, the backend and the limits."""
+    width, height = service.matcher.input_size
+    return InfoResponse(model=service.matcher.info.name, input_size=ImageSize(width=width, height=height),
+                        backend=service.backend_name, version=request.app.version,
+                        max_upload_bytes=service.settings.max_upload_bytes,
+                        max_pixels=service.settings.max_pixels)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page(request: Request, service: Annotated[Service, Depends(get_service)]):
+    return request.app.state.templates.TemplateResponse(request, "index.html", {
+        "model": service.matcher.info.name, "backend": service.backend_name,
+        "version": request.app.version, "max_side": service.settings.ws_max_side,
+    })

@@ -1,0 +1,256 @@
+"""`WS /ws/stream`: live matching of a frame stream against a reference frame.
+
+Protocol. The client sends frames as binary messages (JPEG or WebP) and control
+messages as JSON text: `{"type": "set_reference"}`, `clear_reference`, `pause`,
+`resume`, and `{"type": "settings", "threshold": 0.2, "max_matches": 500, "size": 640}`
+(`size`: the longest side, in pixels, that frames are shrunk to before matching).
+The server answers each processed frame with a JSON `result` message followed at once
+by one binary message, the JPEG overlay (reference | frame, matches and FPS drawn);
+problems come back as `{"type": "error", "code": ..., "detail": ...}` and the
+connection stays open.
+
+Latest frame wins: one frame is processed at a time per connection, and a frame that
+arrives while another waits replaces it (counted in `frames_dropped`). Until a
+reference is set, the connection's first frame is the reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from typing import Annotated, Any, Literal
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from inference import draw_matches
+from inference.preprocess import to_bgr8
+
+from .errors import ApiError
+from .service import Service
+
+router = APIRouter()
+
+
+class _Control(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetReference(_Control):
+    type: Literal["set_reference"]
+
+
+class ClearReference(_Control):
+    type: Literal["clear_reference"]
+
+
+class Pause(_Control):
+    type: Literal["pause"]
+
+
+class Resume(_Control):
+    type: Literal["resume"]
+
+
+class Settings(_Control):
+    type: Literal["settings"]
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    max_matches: int | None = Field(None, ge=1, le=100_000)
+    size: int | None = Field(None, ge=64, le=4096)
+
+
+Control = Annotated[SetReference | ClearReference | Pause | Resume | Settings,
+                    Field(discriminator="type")]
+_CONTROL = TypeAdapter(Control)
+_KINDS = ("set_reference", "clear_reference", "pause", "resume", "settings")
+
+
+class FpsMeter:
+    """Frames per second over the last `window` seconds."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        self._times.append(now)
+        while now - self._times[0] > self.window:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+
+
+def fit_frame(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Decoded frame -> (H, W, 3) uint8 BGR with its longest side at most `max_side`."""
+    image = to_bgr8(image)
+    scale = max_side / max(image.shape[:2])
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
+
+
+def render_overlay(reference: np.ndarray, frame: np.ndarray, result: Any, fps: float,
+                   quality: int) -> bytes:
+    """Reference | frame with the matches and the server FPS drawn, as JPEG bytes."""
+    canvas = draw_matches(reference, frame, result.keypoints0, result.keypoints1,
+                          result.confidence, text=f"{fps:.1f} FPS  {len(result)} matches")
+    ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("could not encode the overlay")
+    return encoded.tobytes()
+
+
+class StreamSession:
+    """The state of one connection; everything is freed when it ends."""
+
+    def __init__(self, websocket: WebSocket, service: Service) -> None:
+        self.ws, self.service = websocket, service
+        self.threshold: float | None = None        # None: the matcher's default
+        self.max_matches: int | None = None
+        self.max_side = service.settings.ws_max_side
+        self.reference: np.ndarray | None = None
+        self.reference_id: int | None = None
+        self.last_frame: tuple[int, np.ndarray] | None = None
+        self.paused = False
+        self.received = self.dropped = 0
+        self.pending: tuple[int, bytes] | None = None
+        self.wake = asyncio.Event()
+        self.fps = FpsMeter()
+        self.send_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        await self.send({"type": "ready", "model": self.service.matcher.info.name,
+                         "backend": self.service.backend_name, **self.settings()})
+        processor = asyncio.create_task(self.process_frames())
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    await self.on_frame(message["bytes"])
+                elif message.get("text") is not None:
+                    await self.on_control(message["text"])
+                if processor.done():  # the socket failed while sending
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            processor.cancel()
+            await asyncio.gather(processor, return_exceptions=True)
+
+    def settings(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "max_matches": self.max_matches, "size": self.max_side}
+
+    async def send(self, payload: dict[str, Any], overlay: bytes | None = None) -> None:
+        """One JSON message, followed by its overlay when given (never interleaved)."""
+        async with self.send_lock:
+            await self.ws.send_text(json.dumps(payload))
+            if overlay is not None:
+                await self.ws.send_bytes(overlay)
+
+    async def error(self, code: str, detail: str, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "detail": detail, **extra})
+
+    async def on_frame(self, data: bytes) -> None:
+        self.received += 1
+        frame_id = self.received
+        limit = self.service.settings.ws_max_frame_bytes
+        if len(data) > limit:
+            await self.error("frame_too_large", f"frame has {len(data)} bytes; the limit is {limit}",
+                             frame_id=frame_id)
+        elif self.paused:
+            await self.send({"type": "skipped", "frame_id": frame_id, "reason": "paused"})
+        else:
+            if self.pending is not None:
+                self.dropped += 1
+            self.pending = (frame_id, data)
+            self.wake.set()
+
+    async def on_control(self, text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return await self.error("invalid_json", "control messages must be JSON objects")
+        if not isinstance(data, dict) or data.get("type") not in _KINDS:
+            kind = data.get("type") if isinstance(data, dict) else None
+            return await self.error("unknown_message", f"unknown message type {kind!r}; "
+                                    f"expected one of {', '.join(_KINDS)}")
+        try:
+            control = _CONTROL.validate_python(data)
+        except ValidationError as error:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'message'}: {e['msg']}"
+                               for e in error.errors())
+            return await self.error("invalid_message", detail)
+        if isinstance(control, SetReference):
+            if self.last_frame is None:
+                self.reference = None        # the next frame becomes the reference
+            else:
+                self.reference_id, self.reference = self.last_frame
+            await self.send({"type": "reference_set", "frame_id": self.reference_id
+                             if self.reference is not None else None})
+        elif isinstance(control, ClearReference):
+            self.reference = self.reference_id = None
+            await self.send({"type": "reference_cleared"})
+        elif isinstance(control, (Pause, Resume)):
+            self.paused = isinstance(control, Pause)
+            if self.paused:
+                self.pending = None
+            await self.send({"type": "paused" if self.paused else "resumed"})
+        else:
+            for name in ("threshold", "max_matches"):
+                if name in control.model_fields_set:
+                    setattr(self, name, getattr(control, name))
+            if control.size is not None:
+                self.max_side = control.size
+            await self.send({"type": "settings", **self.settings()})
+
+    async def process_frames(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.pending is None:
+                continue
+            (frame_id, data), self.pending = self.pending, None
+            try:
+                await self.process(frame_id, data)
+            except ApiError as error:
+                if error.code == "busy":
+                    self.dropped += 1
+                await self.error(error.code, error.detail, frame_id=frame_id)
+
+    async def process(self, frame_id: int, data: bytes) -> None:
+        start = time.perf_counter()
+        image = await self.service.decode("frame", data)
+        frame = await asyncio.to_thread(fit_frame, image, self.max_side)
+        self.last_frame = (frame_id, frame)
+        if self.reference is None:
+            self.reference_id, self.reference = frame_id, frame
+            await self.send({"type": "reference_set", "frame_id": frame_id})
+        options = {"max_matches": self.max_matches}
+        if self.threshold is not None:
+            options["threshold"] = self.threshold
+        result, inference_ms = await self.service.match(self.reference, frame, **options)
+        fps = self.fps.tick()
+        overlay = await asyncio.to_thread(render_overlay, self.reference, frame, result, fps,
+                                          self.service.settings.overlay_quality)
+        await self.send({
+            "type": "result", "frame_id": frame_id, "reference_id": self.reference_id,
+            "num_matches": len(result.confidence), "inference_ms": round(inference_ms, 2),
+            "processing_ms": round((time.perf_counter() - start) * 1000.0, 2),
+            "server_fps": round(fps, 2), "frames_dropped": self.dropped,
+            "frames_received": self.received,
+        }, overlay)
+
+
+@router.websocket("/ws/stream")
+async def stream(websocket: WebSocket) -> None:
+    await StreamSession(websocket, websocket.app.state.service).run()

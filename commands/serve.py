@@ -1,0 +1,62 @@
+"""`coarse-loftr serve`: the web service (FastAPI on uvicorn).
+
+Options override the COARSE_LOFTR_* environment variables of `api.ServiceSettings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import CommandError
+
+
+def _size(text: str) -> tuple[int, int]:
+    from inference.weights import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
+                        help="runtime (default: auto, the fastest available)")
+    parser.add_argument("--weights", type=Path,
+                        help="an .onnx model or a weights folder (default: the shipped weights)")
+    parser.add_argument("--size", type=_size, help="model input WxH (default: the model's)")
+    parser.add_argument("--threads", type=int, help="CPU threads of the runtime")
+    parser.add_argument("--queue-size", type=int, help="waiting jobs before answering 503")
+    parser.add_argument("--max-upload-bytes", type=int, help="per image (default 20 MB)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("critical", "error", "warning", "info", "debug"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from api import ServiceSettings, create_app
+    from inference.weights import WeightsError, resolve_weights
+
+    overrides = {"backend": args.backend, "weights": args.weights, "size": args.size,
+                 "num_threads": args.threads, "queue_size": args.queue_size,
+                 "max_upload_bytes": args.max_upload_bytes}
+    try:
+        settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())) from None
+    # Fail here in one line rather than as a traceback from the app's startup.
+    try:
+        resolve_weights(settings.weights, settings.size)
+    except WeightsError as error:
+        raise CommandError(f"{error} (pass --weights PATH.onnx)") from None
+    app = create_app(settings)
+    # uvicorn closes a connection on a message over ws_max_size; leave room above the
+    # service's own limit so that an oversized frame gets a clear error message instead.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                ws_max_size=4 * settings.ws_max_frame_bytes)
+    return 0
