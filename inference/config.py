@@ -103,9 +103,9 @@ PRESETS: dict[str, ModelConfig] = {
     "student": ModelConfig(),
     "teacher": ModelConfig(
         name="teacher",
-        backbone=BackboneConfig(stem_dim=32, widths=(32, 64, 128), strides=(1, 2, 2),
-                                blocks=(2, 2, 2), fine_stage=2),
-        d_model=128, nhead=4, fine_dim=48,
+        backbone=BackboneConfig(stem_dim=24, widths=(24, 48, 96), strides=(1, 2, 2),
+                                blocks=(1, 2, 2), fine_stage=2),
+        d_model=96, nhead=2, fine_dim=32,
     ),
 }
 

@@ -1,0 +1,71 @@
+"""`coarse-loftr train`: train a teacher on ground truth, or a student with a teacher."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from . import CommandError
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="student", help="model preset (student, teacher, ...)")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
+                        help="folder of photos for random-homography pairs")
+    parser.add_argument("--run-dir", type=Path, required=True, help="checkpoints, logs, history")
+    parser.add_argument("--teacher", type=Path, help="teacher checkpoint: enables distillation")
+    parser.add_argument("--size", type=_size, default=(320, 240), help="training pair size WxH")
+    parser.add_argument("--pairs", type=int, default=16000, help="run length in pairs")
+    parser.add_argument("--batch-size", type=int, default=8, help="virtual batch (pairs per step)")
+    parser.add_argument("--micro-batch", type=int, default=4, help="pairs per forward pass")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--alpha", type=float, default=0.3, help="weight of the supervised loss")
+    parser.add_argument("--kd-temperature", type=float, default=5.0)
+    parser.add_argument("--kd-amplification", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.config import LossConfig, OptimConfig, TrainConfig
+    from training.homography_pairs import HomographyPairs, list_images, split_images
+    from training.trainer import train
+    from inference.config import get_preset
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.images.is_dir():
+        raise CommandError(f"image folder not found: {args.images}")
+    if args.teacher is not None and not args.teacher.is_file():
+        raise CommandError(f"teacher checkpoint not found: {args.teacher}")
+    config = TrainConfig(
+        model=args.model, image_size=args.size, total_pairs=args.pairs, num_threads=args.threads,
+        seed=args.seed,
+        loss=replace(LossConfig(), alpha=args.alpha, temperature=args.kd_temperature,
+                     amplification=args.kd_amplification),
+        optim=replace(OptimConfig(), lr=args.lr, batch_size=args.batch_size,
+                      micro_batch=args.micro_batch),
+    )
+    stride = get_preset(config.model).coarse_stride
+    train_files, val_files = split_images(list_images(args.images), seed=config.seed)
+    train_set = HomographyPairs(train_files, config.image_size, stride, config.total_pairs,
+                                config.augment, seed=config.seed)
+    val_set = HomographyPairs(val_files, config.image_size, stride, config.val_pairs,
+                              config.augment, seed=config.seed + 1000)
+    state = train(config, train_set, val_set, args.run_dir, teacher_path=args.teacher,
+                  resume=args.resume, max_minutes=args.max_minutes)
+    print(f"done: {state.pairs_seen} pairs in {state.wall_seconds / 60:.1f} min -> {args.run_dir / 'last.pt'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training: ground truth from geometry, knowledge distillation, evaluation (needs the `train` extra)."""

@@ -1,0 +1,218 @@
+"""The training loop: virtual batches by gradient accumulation, optional teacher,
+periodic validation, resumable checkpoints, TensorBoard scalars and a JSON history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inference.config import ModelConfig, get_preset
+from inference.model import CoarseLoFTR
+
+from . import losses
+from .config import TrainConfig
+from .ground_truth import cell_centres
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    pairs_seen: int = 0
+    steps: int = 0
+    wall_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_factor(pairs_seen: int, steps: int, config: TrainConfig) -> float:
+    """Linear warm-up, then a step schedule at fractions of the run."""
+    optim = config.optim
+    warmup = min(1.0, (steps + 1) / max(optim.warmup_steps, 1))
+    progress = pairs_seen / config.total_pairs
+    decays = sum(progress >= m for m in optim.milestones)
+    return warmup * optim.gamma ** decays
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def compute_losses(model: CoarseLoFTR, batch: dict[str, torch.Tensor], config: TrainConfig,
+                   teacher: CoarseLoFTR | None = None) -> dict[str, torch.Tensor]:
+    """Forward one micro-batch and return every loss term plus their combination ("loss")."""
+    out = model(batch["image0"], batch["image1"])
+    terms: dict[str, torch.Tensor] = {}
+    terms["coarse"] = losses.coarse_loss(out.conf_matrix, batch["match_index1"],
+                                         batch["coarse_valid"], config.loss)
+    supervised = terms["coarse"]
+    if model.fine_head is not None and out.fine0 is not None:
+        offset, _ = model.fine_head(out.fine0, out.fine1, batch["match_index1"], out.grid_hw)
+        terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"],
+                                         model.config.backbone.fine_stride)
+        supervised = supervised + config.loss.fine_weight * terms["fine"]
+    distill = None
+    if teacher is not None:
+        with torch.no_grad():
+            teacher_sim = teacher(batch["image0"], batch["image1"]).sim_matrix
+        distill = losses.distillation_loss(out.sim_matrix, teacher_sim, config.loss.temperature)
+        terms["distill"] = distill
+    terms["supervised"] = supervised
+    terms["loss"] = losses.combine(supervised, distill, config.loss)
+    return terms
+
+
+@torch.no_grad()
+def validate(model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], threshold: float = 0.2
+             ) -> dict[str, float]:
+    """Position error of the deployed prediction (mutual matches above `threshold`,
+    refined) against the true projection, over fixed synthetic pairs."""
+    model.eval()
+    stride = model.config.coarse_stride
+    errors, counts, coarse_hits, coarse_total = [], [], 0, 0
+    for batch in val_batches:
+        conf_max, index, offset = model.predict(batch["image0"], batch["image1"])
+        rows, cols = batch["image0"].shape[2] // stride, batch["image0"].shape[3] // stride
+        centres = torch.from_numpy(cell_centres((rows, cols), stride)).float()
+        truth = centres[batch["match_index1"]] + batch["offset1"]
+        predicted = centres[index] + offset
+        keep = (conf_max > threshold) & batch["fine_valid"]
+        error = (predicted - truth).norm(dim=-1)
+        errors.append(error[keep])
+        counts.append(keep.sum(dim=1).float())
+        coarse_hits += int(((index == batch["match_index1"]) & batch["coarse_valid"]).sum())
+        coarse_total += int(batch["coarse_valid"].sum())
+    model.train()
+    all_errors = torch.cat(errors).numpy()
+    return {
+        "val_matches_per_pair": float(torch.cat(counts).mean()),
+        "val_median_error_px": float(np.median(all_errors)) if len(all_errors) else math.inf,
+        "val_precision_1px": float((all_errors < 1).mean()) if len(all_errors) else 0.0,
+        "val_precision_3px": float((all_errors < 3).mean()) if len(all_errors) else 0.0,
+        "val_coarse_recall": coarse_hits / max(coarse_total, 1),
+    }
+
+
+def save_checkpoint(path: Path, model: CoarseLoFTR, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, state: TrainState, config: TrainConfig) -> None:
+    """Write atomically: a run killed mid-save keeps its previous checkpoint."""
+    payload = {
+        "config": model.config.to_dict(),
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scaler_state_dict": scaler.state_dict(),
+        "train_config": config.to_dict(),
+        "state": {"pairs_seen": state.pairs_seen, "steps": state.steps,
+                  "wall_seconds": state.wall_seconds},
+        "history": state.history,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_teacher(path: Path) -> CoarseLoFTR:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    teacher = CoarseLoFTR(ModelConfig.from_dict(checkpoint["config"]))
+    teacher.load_state_dict(checkpoint["model_state_dict"])
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: Path | None = None,
+          resume: bool = False, max_minutes: float | None = None) -> TrainState:
+    """Train until `config.total_pairs` pairs are seen (or `max_minutes` pass), writing
+    run_dir/last.pt every `checkpoint_minutes` and run_dir/history.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_amp = config.optim.amp and device.type == "cuda"
+
+    model = CoarseLoFTR(get_preset(config.model)).to(device)
+    teacher = load_teacher(teacher_path).to(device) if teacher_path else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                                  weight_decay=config.optim.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    state = TrainState()
+    last = run_dir / "last.pt"
+    if resume and last.exists():
+        checkpoint = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model_state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+        scaler.load_state_dict(checkpoint["scaler_state_dict"])
+        state = TrainState(**checkpoint["state"], history=checkpoint["history"])
+        log.info("resumed from %s at %d pairs", last, state.pairs_seen)
+    (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    from torch.utils.tensorboard import SummaryWriter
+    writer = SummaryWriter(str(run_dir / "tb"))
+    micro = config.optim.micro_batch
+    accumulation = max(1, config.optim.batch_size // micro)
+    val_batches = [collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
+                   for s in range(0, len(val_set), micro)]
+    model.train()
+    start = time.monotonic() - state.wall_seconds
+    last_save = time.monotonic()
+    next_val = (state.pairs_seen // config.val_every_pairs + 1) * config.val_every_pairs
+    progress = tqdm(total=config.total_pairs, initial=state.pairs_seen, unit="pair",
+                    desc=f"train {config.model}", dynamic_ncols=True)
+    while state.pairs_seen < config.total_pairs:
+        if max_minutes is not None and time.monotonic() - start > max_minutes * 60:
+            log.info("time budget reached at %d pairs", state.pairs_seen)
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * lr_factor(state.pairs_seen, state.steps, config)
+        optimizer.zero_grad(set_to_none=True)
+        running: dict[str, float] = {}
+        for k in range(accumulation):
+            first = state.pairs_seen + k * micro
+            batch = collate([train_set[(first + i) % len(train_set)] for i in range(micro)])
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with torch.autocast(device.type, enabled=use_amp):
+                terms = compute_losses(model, batch, config, teacher)
+            # Each micro-batch carries 1/k of the virtual batch's loss.
+            scaler.scale(terms["loss"] / accumulation).backward()
+            for name, value in terms.items():
+                running[name] = running.get(name, 0.0) + float(value.detach()) / accumulation
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        state.steps += 1
+        state.pairs_seen += micro * accumulation
+        state.wall_seconds = time.monotonic() - start
+        progress.update(micro * accumulation)
+        progress.set_postfix(loss=f"{running['loss']:.4f}")
+        for name, value in running.items():
+            writer.add_scalar(f"train/{name}", value, state.pairs_seen)
+        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state.pairs_seen)
+        record = {"pairs": state.pairs_seen, "wall_seconds": round(state.wall_seconds, 1),
+                  **{f"train_{k}": v for k, v in running.items()}}
+        if state.pairs_seen >= next_val or state.pairs_seen >= config.total_pairs:
+            next_val += config.val_every_pairs
+            metrics = validate(model, [{k: v.to(device) for k, v in b.items()} for b in val_batches])
+            record.update(metrics)
+            for name, value in metrics.items():
+                writer.add_scalar(f"val/{name}", value, state.pairs_seen)
+            log.info("pairs %d: %s", state.pairs_seen, metrics)
+        state.history.append(record)
+        if time.monotonic() - last_save > config.checkpoint_minutes * 60:
+            save_checkpoint(last, model, optimizer, scaler, state, config)
+            (run_dir / "history.json").write_text(json.dumps(state.history))
+            last_save = time.monotonic()
+    progress.close()
+    save_checkpoint(last, model, optimizer, scaler, state, config)
+    (run_dir / "history.json").write_text(json.dumps(state.history))
+    writer.close()
+    return state
