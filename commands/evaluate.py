@@ -130,7 +130,6 @@ def _our_methods(args: argparse.Namespace) -> list:
 
 def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
     """A `--compare` model: an ONNX file directly, a checkpoint exported to ONNX first."""
-    from inference import Matcher
     from training.evaluation import MatcherMethod
 
     path, label = parse_compare(spec)
@@ -153,8 +152,11 @@ def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
     elif path.suffix.lower() != ".onnx":
         raise CommandError(f"--compare {path}: expected an .onnx file or a checkpoint "
                            f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    from inference import Matcher
+
     try:
-        matcher = Matcher(weights=onnx_path, backend=args.backend, size=args.size)
+        # The ONNX graph fixes its own input size (a checkpoint was exported at --size).
+        matcher = Matcher(weights=onnx_path, backend=args.backend)
     except (OSError, RuntimeError, ValueError) as error:
         raise CommandError(f"--compare {path}: cannot load: {error}") from None
     return MatcherMethod(label, matcher, {"threshold": args.threshold, "refine": not args.no_refine})
