@@ -24,3 +24,19 @@ def random_student_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "student_320x240.onnx"
     export_onnx(CoarseLoFTR(get_preset("student")), path, (320, 240), check_parity=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def random_trt_onnx(tmp_path_factory) -> Path:
+    """A random-initialised `coarse_loftr_trt` preset (1/16 grid, no fine head) exported
+    at 640x480."""
+    import torch
+
+    from inference.config import get_preset
+    from inference.export import export_onnx
+    from inference.model import CoarseLoFTR
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "coarse_loftr_trt_640x480.onnx"
+    export_onnx(CoarseLoFTR(get_preset("coarse_loftr_trt")), path, (640, 480), check_parity=False)
+    return path
