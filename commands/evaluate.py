@@ -169,6 +169,8 @@ def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
     unknown = sorted(set(names) - {OURS, *PEERS})
     if unknown:
         raise CommandError(f"unknown method(s) {', '.join(unknown)}; choose from {OURS}, {', '.join(PEERS)}")
+    if args.refine_ablation and args.no_refine:
+        raise CommandError("--refine-ablation already runs without refinement; drop --no-refine")
     if args.refine_ablation and OURS not in names:
         raise CommandError(f"--refine-ablation needs {OURS} among --methods")
     methods = []
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+    if not 0.0 <= args.threshold <= 1.0:
         raise CommandError(f"--threshold must be within [0, 1], got {args.threshold}")
     try:
         pairs = load_manifest(args.manifest, limit=args.limit)

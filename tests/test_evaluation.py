@@ -225,3 +225,26 @@ def test_command_runs_our_matcher_with_refinement_ablation(tiny_manifest, tmp_pa
     for method in figures["methods"].values():
         assert method["overall"]["pairs"] == 1 and method["overall"]["match_ms"] > 0
     assert "## Refinement on vs off (same weights)" in (out / "results.md").read_text()
+
+
+def test_command_exports_a_published_format_checkpoint_on_the_fly(tiny_manifest, tmp_path, capsys):
+    # A random Coarse_LoFTR_TRT-shaped model saved as the published training files are:
+    # the architecture is recognised from the tensors (compatibility preset).
+    import torch
+
+    from inference.config import get_preset
+    from inference.model import CoarseLoFTR
+
+    torch.manual_seed(0)
+    model = CoarseLoFTR(get_preset("coarse_loftr_trt"))
+    checkpoint = tmp_path / "LoFTR_teacher.pt"
+    torch.save({"epoch": 0, "model_state_dict": model.state_dict(), "optimizer_state_dict": {},
+                "scaler_state_dict": {}}, checkpoint)
+    out = tmp_path / "published"
+    code = main(["eval", str(tiny_manifest), "--methods", "", "--compare", f"{checkpoint}:trt",
+                 "--size", "320x240", "--out", str(out), "--json"])
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert list(figures["methods"]) == ["trt"]
+    assert figures["methods"]["trt"]["overall"]["pairs"] == 2
+    assert (out / "curve.png").is_file()
