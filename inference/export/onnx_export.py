@@ -68,13 +68,16 @@ class ParityReport:
     confident_cells: int
     index_agreement: float
     offset_max_diff: float
+    torch_finite: bool = True
 
     @property
     def ok(self) -> bool:
-        return (self.conf_matrix_max_diff < PARITY_TOLERANCE and self.conf_max_max_diff < PARITY_TOLERANCE
+        return (self.torch_finite and self.conf_matrix_max_diff < PARITY_TOLERANCE and self.conf_max_max_diff < PARITY_TOLERANCE
                 and self.index_agreement == 1.0 and self.offset_max_diff < 1e-2)
 
     def line(self) -> str:
+        if not self.torch_finite:
+            return "parity: FAILED, PyTorch itself outputs NaN/inf (broken weights, e.g. negative BatchNorm variances)"
         return (f"parity (onnxruntime vs torch): conf_matrix max|diff| {self.conf_matrix_max_diff:.2e}, "
                 f"conf_max max|diff| {self.conf_max_max_diff:.2e}, match_index equal on "
                 f"{self.index_agreement:.1%} of {self.confident_cells} cells with conf > {CONFIDENT}, "
@@ -271,4 +274,5 @@ def parity_check(model: CoarseLoFTR, onnx_path: Path, images: tuple[torch.Tensor
         conf_matrix_max_diff=float(np.abs(conf_o - conf_t).max()),
         conf_max_max_diff=float(np.abs(conf_max_o - conf_max_t).max()),
         confident_cells=count, index_agreement=agreement, offset_max_diff=offset_diff,
+        torch_finite=bool(np.isfinite(conf_t).all() and np.isfinite(offset_t).all()),
     )

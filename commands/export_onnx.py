@@ -1,0 +1,67 @@
+"""`coarse-loftr export-onnx --weights W --size 640x480 --out M.onnx`: export a checkpoint
+(any format `inference.checkpoint` reads, the published Coarse_LoFTR_TRT files included)
+to ONNX, check the graph and print the report with the parity line last."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from commands import CommandError
+from inference.config import PRESETS
+from inference.weights import parse_size
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="checkpoint (.pt / .ckpt) to export")
+    source.add_argument("--preset", choices=list(PRESETS),
+                        help="export a randomly initialised model of this preset (speed tests)")
+    parser.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
+                        help="model input size in pixels (default 640x480)")
+    parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--no-parity", action="store_true",
+                        help="skip the ONNX Runtime vs PyTorch parity check")
+
+
+def run(args: argparse.Namespace) -> int:
+    # torch is imported only by this command, never by the runtime ones.
+    try:
+        import torch
+    except ImportError:
+        raise CommandError("export needs PyTorch: pip install 'coarse-loftr[train]'") from None
+    from inference.checkpoint import read_checkpoint
+    from inference.config import get_preset
+    from inference.export import ExportError, export_onnx
+    from inference.model import CoarseLoFTR
+
+    if args.weights is not None:
+        try:
+            loaded = read_checkpoint(args.weights)
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        model = loaded.model
+        print(f"loaded {args.weights} ({loaded.source_format} format, model {loaded.config.name!r}"
+              + (f", ignored {len(loaded.ignored_keys)} tensors of unused FPN/fine branches)"
+                 if loaded.ignored_keys else ")"))
+    else:
+        torch.manual_seed(0)
+        model = CoarseLoFTR(get_preset(args.preset))
+        print(f"random-initialised {args.preset!r} (for speed tests only: it matches nothing)")
+    try:
+        report = export_onnx(model, args.out, args.size, opset=args.opset,
+                             check_parity=not args.no_parity)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    except ExportError as error:
+        raise CommandError(f"the exported graph failed a check: {error}") from None
+    print(report.summary())
+    return 0
