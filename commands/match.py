@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         matcher = Matcher(args.weights, backend=args.backend, size=args.size,
                           num_threads=args.threads)
-    except (WeightsError, BackendUnavailable) as error:
+    except (WeightsError, BackendUnavailable, FileNotFoundError, ValueError) as error:
+        # ValueError: a model file the runtime cannot load or whose metadata is missing.
         raise CommandError(str(error)) from None
     result = matcher.match(image0, image1, threshold=args.threshold,
                            max_matches=args.max_matches,
