@@ -1,0 +1,124 @@
+"""`coarse-loftr bench`: latency and FPS of every available backend and input size,
+split into pre-processing / inference / match extraction, with the model's FLOPs and
+OpenCV ORB and SIFT (4000 features) as peers, all on the same images in one run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from commands import CommandError
+from inference.backends import KINDS, available_backends
+from inference.backends.base import BackendUnavailable
+from inference.config import PRESETS
+from inference.weights import WeightsError, parse_size
+
+SEED_BASELINE_NOTE = ("random-initialised coarse_loftr_trt preset: the published seed student's "
+                      "architecture and FLOPs, so its speed, not its matches")
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [parse_size(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="model to time: a weights folder (manifest.json), an .onnx file, or a "
+                             "checkpoint (.pt/.ckpt, any format, exported on the fly); default: shipped")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="also time a random-initialised model of this preset (speed only)")
+    parser.add_argument("--compare-checkpoint", type=Path, action="append", default=[],
+                        help="also time this checkpoint (e.g. the published LoFTR_teacher.pt); repeatable")
+    parser.add_argument("--seed-baseline", action="store_true",
+                        help="also time a random-init coarse_loftr_trt at 640x480: the published seed "
+                             "student's architecture and FLOPs")
+    parser.add_argument("--pairs", type=int, default=10, help="image pairs (default 10)")
+    parser.add_argument("--sizes", type=_sizes, default=[(320, 240), (640, 480)], metavar="WxH,...",
+                        help="input sizes (default 320x240,640x480)")
+    parser.add_argument("--backends", type=_names, default=None, metavar="NAME,...",
+                        help=f"any of {', '.join(k for k in KINDS if k != 'auto')} (default: all available)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per pair (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of every runtime and OpenCV")
+    parser.add_argument("--peers", type=_names, default=["orb", "sift"], metavar="NAME,...",
+                        help="OpenCV peers: orb, sift, or none (default orb,sift)")
+    parser.add_argument("--features", type=int, default=4000, help="ORB/SIFT features per image")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _models(args: argparse.Namespace, tmp: Path) -> list:
+    from inference.benchmark import ModelUnderTest, prepare_models
+
+    models = []
+    needs_torch = (args.preset or args.seed_baseline or args.compare_checkpoint
+                   or (args.weights is not None and args.weights.suffix.lower() in (".pt", ".ckpt", ".pth")))
+    if needs_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise CommandError("exporting checkpoints or presets needs PyTorch: "
+                               "pip install 'coarse-loftr[train]'") from None
+    try:
+        if args.weights is not None and args.weights.suffix.lower() in (".pt", ".ckpt", ".pth"):
+            models.append(prepare_models(tmp / "weights", args.sizes, checkpoint=args.weights,
+                                         label=args.weights.name))
+        elif args.weights is not None:
+            models.append(ModelUnderTest(args.weights.stem if args.weights.suffix else args.weights.name,
+                                         args.weights))
+        if args.preset:
+            models.append(prepare_models(tmp / "preset", args.sizes, preset=args.preset,
+                                         label=f"{args.preset} (random init)",
+                                         note="random-initialised: speed only"))
+        for index, checkpoint in enumerate(args.compare_checkpoint):
+            models.append(prepare_models(tmp / f"compare{index}", args.sizes, checkpoint=checkpoint,
+                                         label=checkpoint.name))
+        if args.seed_baseline:
+            models.append(prepare_models(tmp / "seed", [(640, 480)], preset="coarse_loftr_trt",
+                                         label="seed baseline", note=SEED_BASELINE_NOTE))
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    if not models:
+        from inference.weights import shipped_weights_dir
+        try:
+            models.append(ModelUnderTest("shipped", shipped_weights_dir()))
+        except WeightsError as error:
+            raise CommandError(f"{error}; pass --weights, --preset or --seed-baseline") from None
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    from inference.benchmark import load_pairs, run_benchmark, temporary_folder
+
+    if args.pairs < 1 or args.repeat < 1:
+        raise CommandError("--pairs and --repeat must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError("--threads must be at least 1")
+    peers = tuple(p for p in args.peers if p != "none")
+    unknown = [p for p in peers if p not in ("orb", "sift")]
+    if unknown:
+        raise CommandError(f"unknown peer {unknown[0]!r}; choose orb, sift or none")
+    available = available_backends()
+    backends = args.backends or available
+    for name in backends:
+        if name not in KINDS or name == "auto":
+            raise CommandError(f"unknown backend {name!r}; choose from {', '.join(KINDS[1:])}")
+        if name not in available:
+            print(f"skipping backend {name}: not available here", file=sys.stderr)
+    backends = [name for name in backends if name in available]
+    pairs, source = load_pairs(args.pairs)
+    with temporary_folder() as tmp:
+        models = _models(args, Path(tmp))
+        try:
+            report = run_benchmark(models, backends, args.sizes, pairs, source, repeat=args.repeat,
+                                   threads=args.threads, peers=peers, features=args.features)
+        except (WeightsError, BackendUnavailable, ValueError) as error:
+            raise CommandError(str(error)) from None
+    print(report.to_json() if args.json else report.table())
+    return 0

@@ -1,0 +1,265 @@
+"""Latency / throughput of the matcher on every runtime, with OpenCV ORB and SIFT as peers.
+
+All methods run in one process on the same decoded images (the eval-dev pairs when
+../shared is beside the repository, else deterministic synthetic pairs), resized to
+each benchmarked input size. Each measurement is one pair, split into pre-processing,
+inference (the network, or detection + description for ORB / SIFT) and match
+extraction (or descriptor matching). Torch is imported only to export a model that has
+no ONNX file yet.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .matcher import Matcher
+
+#: eval-dev pairs, when the test data sits beside the repository (never needed).
+EVAL_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval-dev"
+PHASES = ("preprocess", "inference", "postprocess", "total")
+
+
+@dataclass(frozen=True)
+class BenchPair:
+    name: str
+    image0: np.ndarray  # uint8 BGR or gray, as decoded
+    image1: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    """label: how the results name it; weights: a folder with manifest.json (one entry
+    per size, ONNX and checkpoint); note: said beside the results (e.g. random init)."""
+
+    label: str
+    weights: Path
+    note: str = ""
+
+
+@dataclass
+class BenchRow:
+    """One method x runtime x size. Times in milliseconds per pair: median and p90 of
+    every (pair, repeat) run; fps = 1000 / median total; gflops: network FLOPs per
+    pair (None for ORB / SIFT); gflops_per_s: gflops / median inference time."""
+
+    method: str
+    backend: str
+    size: str
+    samples: int
+    median_ms: dict[str, float]
+    p90_ms: dict[str, float]
+    fps: float
+    matches: float
+    gflops: float | None = None
+    gflops_per_s: float | None = None
+    note: str = ""
+
+
+def load_pairs(count: int, folder: Path | None = None) -> tuple[list[BenchPair], str]:
+    """`count` image pairs -> (pairs, where from). Reads eval-dev's manifest when the
+    folder exists, else makes synthetic pairs."""
+    folder = EVAL_DEV if folder is None else folder
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        entries = json.loads(manifest.read_text())["pairs"][:count]
+        pairs = [BenchPair(entry["id"], cv2.imread(str(folder / entry["a"])),
+                           cv2.imread(str(folder / entry["b"]))) for entry in entries]
+        if pairs and all(p.image0 is not None and p.image1 is not None for p in pairs):
+            return pairs, f"eval-dev ({folder})"
+    return [synthetic_pair(seed) for seed in range(count)], "synthetic (deterministic pattern)"
+
+
+def synthetic_pair(seed: int, size: tuple[int, int] = (640, 480)) -> BenchPair:
+    """A textured image (random ellipses, lines and noise from a seeded generator) and a
+    perspective warp of it: the same content on every machine."""
+    rng = np.random.default_rng(1000 + seed)
+    width, height = size
+    image = np.full((height, width), 128, np.uint8)
+    for _ in range(120):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        axes = (int(rng.integers(4, 60)), int(rng.integers(4, 60)))
+        cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(0, 256)), -1)
+    for _ in range(60):
+        start = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        end = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.line(image, start, end, int(rng.integers(0, 256)), int(rng.integers(1, 4)))
+    image = cv2.add(image, rng.integers(0, 20, image.shape, dtype=np.uint8))
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    moved = corners + rng.uniform(-0.08, 0.08, (4, 2)).astype(np.float32) * [width, height]
+    warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(corners, moved), (width, height))
+    return BenchPair(f"synthetic-{seed}", image, warped)
+
+
+def _stats(samples: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    median = {phase: statistics.median(values) for phase, values in samples.items()}
+    p90 = {phase: float(np.percentile(values, 90)) for phase, values in samples.items()}
+    return median, p90
+
+
+def bench_matcher(matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str,
+                  gflops: float | None, note: str = "") -> BenchRow:
+    """Time `matcher.match` on every pair `repeat` times after one warm-up run."""
+    matcher.match(pairs[0].image0, pairs[0].image1)
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    matches = []
+    for pair in pairs:
+        for _ in range(repeat):
+            result = matcher.match(pair.image0, pair.image1)
+            for phase in PHASES:
+                samples[phase].append(result.timings_ms[phase])
+            matches.append(len(result))
+    median, p90 = _stats(samples)
+    width, height = matcher.input_size
+    return BenchRow(
+        method=label, backend=matcher.backend.describe(), size=f"{width}x{height}",
+        samples=len(matches), median_ms=median, p90_ms=p90, fps=1e3 / median["total"],
+        matches=float(np.mean(matches)), gflops=gflops,
+        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None, note=note,
+    )
+
+
+def bench_opencv(kind: str, pairs: list[BenchPair], size: tuple[int, int], repeat: int,
+                 features: int = 4000) -> BenchRow:
+    """ORB or SIFT with `features` keypoints per image, brute-force mutual matching, on
+    the pairs resized to `size` (the resize counts as pre-processing)."""
+    if kind == "orb":
+        detector, norm = cv2.ORB_create(nfeatures=features), cv2.NORM_HAMMING
+    elif kind == "sift":
+        detector, norm = cv2.SIFT_create(nfeatures=features), cv2.NORM_L2
+    else:
+        raise ValueError(f"unknown OpenCV method {kind!r}")
+    matcher = cv2.BFMatcher(norm, crossCheck=True)
+
+    def once(pair: BenchPair) -> tuple[dict[str, float], int]:
+        start = time.perf_counter()
+        grays = [cv2.resize(_gray(image), size, interpolation=cv2.INTER_AREA) for image in (pair.image0, pair.image1)]
+        prepared = time.perf_counter()
+        (_, desc0), (_, desc1) = (detector.detectAndCompute(gray, None) for gray in grays)
+        detected = time.perf_counter()
+        found = matcher.match(desc0, desc1) if desc0 is not None and desc1 is not None else []
+        end = time.perf_counter()
+        return {"preprocess": (prepared - start) * 1e3, "inference": (detected - prepared) * 1e3,
+                "postprocess": (end - detected) * 1e3, "total": (end - start) * 1e3}, len(found)
+
+    once(pairs[0])
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    matches = []
+    for pair in pairs:
+        for _ in range(repeat):
+            times, count = once(pair)
+            for phase in PHASES:
+                samples[phase].append(times[phase])
+            matches.append(count)
+    median, p90 = _stats(samples)
+    return BenchRow(method=kind.upper(), backend=f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
+                    size=f"{size[0]}x{size[1]}", samples=len(matches), median_ms=median, p90_ms=p90,
+                    fps=1e3 / median["total"], matches=float(np.mean(matches)),
+                    note=f"{features} features, detect+describe as inference, brute-force cross-check matching")
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def model_flops(onnx_path: Path) -> float | None:
+    """GFLOPs per pair counted from the ONNX graph, or None without the `onnx` package."""
+    try:
+        from .flops import count_flops
+    except ImportError:
+        return None
+    try:
+        return count_flops(onnx_path).gflops
+    except ImportError:
+        return None
+
+
+def prepare_models(folder: Path, sizes: list[tuple[int, int]], *, checkpoint: Path | None = None,
+                   preset: str | None = None, label: str | None = None, note: str = "") -> ModelUnderTest:
+    """Export a checkpoint (or a random-initialised preset) at every size into `folder`
+    and write the manifest a `Matcher` reads. Needs PyTorch."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .config import get_preset
+    from .export import export_onnx
+    from .model import CoarseLoFTR
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        model, config = load_checkpoint(checkpoint)
+    else:
+        torch.manual_seed(0)
+        config = get_preset(preset)
+        model = CoarseLoFTR(config).eval()
+    stored = folder / "model.pt"
+    torch.save({"config": config.to_dict(), "model_state_dict": model.state_dict()}, stored)
+    entries = {}
+    for width, height in sizes:
+        name = f"{config.name}_{width}x{height}"
+        export_onnx(model, folder / f"{name}.onnx", (width, height), check_parity=False)
+        entries[name] = {"onnx": f"{name}.onnx", "checkpoint": stored.name, "input_size": [width, height]}
+    default = next(iter(entries))
+    (folder / "manifest.json").write_text(json.dumps({"default": default, "models": entries}, indent=1))
+    return ModelUnderTest(label or config.name, folder, note)
+
+
+@dataclass
+class BenchReport:
+    source: str
+    pairs: int
+    repeat: int
+    threads: int | None
+    machine: str
+    rows: list[BenchRow]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    def table(self) -> str:
+        header = (f"{'method':<28} {'backend':<44} {'size':>8} {'median':>8} {'p90':>8} {'fps':>7} "
+                  f"{'pre':>6} {'infer':>7} {'post':>6} {'GFLOP':>6} {'GFLOP/s':>8} {'matches':>8}")
+        lines = [f"{self.pairs} pairs from {self.source}, {self.repeat} repeats each; {self.machine}; "
+                 f"times in ms per pair (median; p90 of total)", header, "-" * len(header)]
+        for row in self.rows:
+            m = row.median_ms
+            gflops = f"{row.gflops:6.2f}" if row.gflops else f"{'-':>6}"
+            rate = f"{row.gflops_per_s:8.1f}" if row.gflops_per_s else f"{'-':>8}"
+            lines.append(f"{row.method[:28]:<28} {row.backend[:44]:<44} {row.size:>8} {m['total']:8.1f} "
+                         f"{row.p90_ms['total']:8.1f} {row.fps:7.1f} {m['preprocess']:6.1f} {m['inference']:7.1f} "
+                         f"{m['postprocess']:6.1f} {gflops} {rate} {row.matches:8.0f}")
+        notes = {row.method: row.note for row in self.rows if row.note}
+        lines += [f"note: {method}: {note}" for method, note in notes.items()]
+        return "\n".join(lines)
+
+
+def run_benchmark(models: list[ModelUnderTest], backends: list[str], sizes: list[tuple[int, int]],
+                  pairs: list[BenchPair], source: str, repeat: int = 3, threads: int | None = None,
+                  peers: tuple[str, ...] = ("orb", "sift"), features: int = 4000) -> BenchReport:
+    """Every model x backend x size, then each peer at each size, on the same pairs."""
+    if threads is not None:
+        cv2.setNumThreads(threads)
+    rows = []
+    for model in models:
+        for backend in backends:
+            for size in sizes:
+                matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
+                rows.append(bench_matcher(matcher, pairs, repeat, model.label,
+                                          model_flops(matcher.files.onnx), model.note))
+    for kind in peers:
+        for size in sizes:
+            rows.append(bench_opencv(kind, pairs, size, repeat, features))
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    return BenchReport(source, len(pairs), repeat, threads, machine, rows)
+
+
+def temporary_folder() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="coarse-loftr-bench-")
