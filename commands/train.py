@@ -38,31 +38,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--val-pairs", type=int, help="held-out synthetic validation pairs (64)")
+    parser.add_argument("--val-every", type=int, help="validate every this many pairs (1000)")
+    parser.add_argument("--depth-scenes", type=Path, nargs="+", metavar="DIR",
+                        help="BlendedMVS-layout scene folders: mix real depth pairs into training")
+    parser.add_argument("--depth-share", type=float,
+                        help="fraction of training pairs taken from --depth-scenes (0.5)")
+    parser.add_argument("--depth-tolerance", type=float,
+                        help="relative depth agreement for a projected point to count as visible (0.1)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.config import LossConfig, OptimConfig, TrainConfig
+    from training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
     from training.homography_pairs import HomographyPairs, list_images, split_images
     from training.trainer import train
-    from inference.config import get_preset
+    from inference.config import get_preset, with_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.images.is_dir():
         raise CommandError(f"image folder not found: {args.images}")
     if args.teacher is not None and not args.teacher.is_file():
         raise CommandError(f"teacher checkpoint not found: {args.teacher}")
-    config = TrainConfig(
+    for scene in args.depth_scenes or []:
+        if not scene.is_dir():
+            raise CommandError(f"depth scene folder not found: {scene}")
+    if args.depth_share is not None and not 0.0 <= args.depth_share <= 1.0:
+        raise CommandError(f"--depth-share must be in [0, 1], got {args.depth_share}")
+    if args.depth_tolerance is not None and args.depth_tolerance <= 0:
+        raise CommandError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
+    if any(v is not None and v < 1 for v in (args.val_pairs, args.val_every)):
+        raise CommandError("--val-pairs and --val-every must be positive")
+    config = with_overrides(TrainConfig(
         model=args.model, image_size=args.size, total_pairs=args.pairs, num_threads=args.threads,
         seed=args.seed,
+        depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
         loss=replace(LossConfig(), alpha=args.alpha, temperature=args.kd_temperature,
                      amplification=args.kd_amplification),
         optim=replace(OptimConfig(), lr=args.lr, batch_size=args.batch_size,
                       micro_batch=args.micro_batch),
-    )
+    ), val_pairs=args.val_pairs, val_every_pairs=args.val_every)
     stride = get_preset(config.model).coarse_stride
     train_files, val_files = split_images(list_images(args.images), seed=config.seed)
     train_set = HomographyPairs(train_files, config.image_size, stride, config.total_pairs,
                                 config.augment, seed=config.seed)
+    if args.depth_scenes:
+        from training.depth_pairs import DepthPairs
+        from training.mixed_pairs import MixedPairs
+
+        try:
+            depth_set = DepthPairs(args.depth_scenes, config.image_size, stride, config.depth,
+                                   config.augment, seed=config.seed)
+        except (OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        logging.info("mixing %d depth pairs at share %.2f", len(depth_set), config.depth.share)
+        train_set = MixedPairs(train_set, depth_set, config.depth.share, seed=config.seed)
+    # Validation stays on synthetic pairs so that runs with and without depth compare.
     val_set = HomographyPairs(val_files, config.image_size, stride, config.val_pairs,
                               config.augment, seed=config.seed + 1000)
     state = train(config, train_set, val_set, args.run_dir, teacher_path=args.teacher,

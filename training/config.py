@@ -64,6 +64,19 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class DepthConfig:
+    """Real-geometry pairs from depth maps and poses (BlendedMVS layout), mixed into
+    the synthetic homography pairs when scene folders are given."""
+
+    # Relative agreement of a projected point's depth with the other view's depth map;
+    # also the largest spread of the four depth pixels around a looked-up point.
+    tolerance: float = 0.1
+    share: float = 0.5                # fraction of training pairs drawn from depth scenes
+    partners_per_view: int = 3        # best partners per view taken from pair.txt
+    min_score: float = 0.0            # pair.txt view-selection score a partner must exceed
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str = "student"            # preset name in inference.config.PRESETS
     image_size: tuple[int, int] = (320, 240)   # (W, H) of training pairs
@@ -77,6 +90,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -130,16 +130,20 @@ def load_teacher(path: Path) -> CoarseLoFTR:
 
 
 def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: Path | None = None,
-          resume: bool = False, max_minutes: float | None = None) -> TrainState:
+          resume: bool = False, max_minutes: float | None = None,
+          model_config: ModelConfig | None = None) -> TrainState:
     """Train until `config.total_pairs` pairs are seen (or `max_minutes` pass), writing
-    run_dir/last.pt every `checkpoint_minutes` and run_dir/history.json."""
+    run_dir/last.pt every `checkpoint_minutes` and run_dir/history.json.
+
+    `model_config` replaces the preset named by `config.model` (custom or tiny models).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_amp = config.optim.amp and device.type == "cuda"
 
-    model = CoarseLoFTR(get_preset(config.model)).to(device)
+    model = CoarseLoFTR(model_config or get_preset(config.model)).to(device)
     teacher = load_teacher(teacher_path).to(device) if teacher_path else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay)
