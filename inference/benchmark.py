@@ -38,11 +38,13 @@ class BenchPair:
 @dataclass(frozen=True)
 class ModelUnderTest:
     """label: how the results name it; weights: a folder with manifest.json (one entry
-    per size, ONNX and checkpoint); note: said beside the results (e.g. random init)."""
+    per size, ONNX and checkpoint); note: said beside the results (e.g. random init);
+    sizes: the (W, H) sizes to time it at, None for all that the run asks for."""
 
     label: str
     weights: Path
     note: str = ""
+    sizes: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -94,7 +96,7 @@ def synthetic_pair(seed: int, size: tuple[int, int] = (640, 480)) -> BenchPair:
         cv2.line(image, start, end, int(rng.integers(0, 256)), int(rng.integers(1, 4)))
     image = cv2.add(image, rng.integers(0, 20, image.shape, dtype=np.uint8))
     corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
-    moved = corners + rng.uniform(-0.08, 0.08, (4, 2)).astype(np.float32) * [width, height]
+    moved = (corners + rng.uniform(-0.08, 0.08, (4, 2)) * [width, height]).astype(np.float32)
     warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(corners, moved), (width, height))
     return BenchPair(f"synthetic-{seed}", image, warped)
 
@@ -209,7 +211,7 @@ def prepare_models(folder: Path, sizes: list[tuple[int, int]], *, checkpoint: Pa
         entries[name] = {"onnx": f"{name}.onnx", "checkpoint": stored.name, "input_size": [width, height]}
     default = next(iter(entries))
     (folder / "manifest.json").write_text(json.dumps({"default": default, "models": entries}, indent=1))
-    return ModelUnderTest(label or config.name, folder, note)
+    return ModelUnderTest(label or config.name, folder, note, tuple(sizes))
 
 
 @dataclass
@@ -250,7 +252,7 @@ def run_benchmark(models: list[ModelUnderTest], backends: list[str], sizes: list
     rows = []
     for model in models:
         for backend in backends:
-            for size in sizes:
+            for size in model.sizes or sizes:
                 matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
                 rows.append(bench_matcher(matcher, pairs, repeat, model.label,
                                           model_flops(matcher.files.onnx), model.note))

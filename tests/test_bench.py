@@ -1,0 +1,47 @@
+"""`coarse-loftr bench` end to end on one pair (real ONNX Runtime, real OpenCV)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from commands import main
+from inference.benchmark import load_pairs, synthetic_pair
+
+PHASES = {"preprocess", "inference", "postprocess", "total"}
+
+
+def test_bench_json_on_one_pair(capsys):
+    code = main(["bench", "--preset", "student", "--seed-baseline", "--pairs", "1", "--repeat", "1",
+                 "--sizes", "320x240", "--backends", "onnxruntime", "--threads", "1", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"source", "pairs", "repeat", "threads", "rows"} <= set(report)
+    assert report["pairs"] == 1 and report["threads"] == 1
+    rows = {(row["method"], row["size"]): row for row in report["rows"]}
+    assert set(rows) == {("student (random init)", "320x240"), ("seed baseline", "640x480"),
+                         ("ORB", "320x240"), ("SIFT", "320x240")}
+    for row in rows.values():
+        assert set(row["median_ms"]) == set(row["p90_ms"]) == PHASES
+        assert row["samples"] == 1
+        assert row["median_ms"]["total"] >= row["median_ms"]["inference"] > 0
+        assert row["fps"] == 1e3 / row["median_ms"]["total"]
+    student, seed = rows[("student (random init)", "320x240")], rows[("seed baseline", "640x480")]
+    assert student["backend"].startswith("onnxruntime")
+    assert 1 < student["gflops"] < 10 and student["gflops_per_s"] > 0
+    assert "coarse_loftr_trt" in seed["note"] and seed["gflops"] > 1
+    assert rows[("ORB", "320x240")]["gflops"] is None and rows[("ORB", "320x240")]["matches"] > 0
+
+
+def test_bench_refuses_unknown_backend(capsys):
+    assert main(["bench", "--preset", "student", "--backends", "openvino", "--pairs", "1"]) == 2
+    assert "unknown backend 'openvino'" in capsys.readouterr().err
+
+
+def test_synthetic_pairs_without_shared_data(tmp_path):
+    pairs, source = load_pairs(2, tmp_path / "nothing-here")
+    assert source.startswith("synthetic") and len(pairs) == 2
+    again = synthetic_pair(1)
+    np.testing.assert_array_equal(pairs[1].image1, again.image1)   # deterministic
+    assert pairs[0].image0.shape == (480, 640) and pairs[0].image0.std() > 20
