@@ -75,7 +75,7 @@ def markdown_table(results: Sequence[MethodResult], manifest: str, selection: st
     for key in BREAKDOWN_KEYS:
         lines += ["", f"## By {key}", ""]
         lines += _header(f"{key} / method", with_threshold=False)
-        labels = sorted({label for r in results for label in r.breakdown[key]})
+        labels = list(dict.fromkeys(label for r in results for label in r.breakdown[key]))
         for label in labels:
             lines += [_row(f"{label} / {r.name}", r.breakdown[key][label])
                       for r in results if label in r.breakdown[key]]

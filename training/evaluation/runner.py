@@ -24,6 +24,8 @@ from .pairs import BREAKDOWN_KEYS, EvalPair, iter_loaded
 
 log = logging.getLogger(__name__)
 
+#: order of the manifest's difficulty levels in breakdowns
+DIFFICULTY_ORDER: tuple[str, ...] = ("easy", "medium", "hard")
 #: threshold whose AUC decides the best RANSAC threshold of a method
 SELECTION_AUC_PX = 5.0
 
@@ -126,8 +128,15 @@ def _breakdown(records: Sequence[PairRecord], threshold_px: float) -> dict[str, 
     for record in records:
         for key in BREAKDOWN_KEYS:
             groups[key].setdefault(record.labels.get(key, "unknown"), []).append(record)
-    return {key: {label: summarise(subset, threshold_px) for label, subset in sorted(by_label.items())}
+    return {key: {label: summarise(by_label[label], threshold_px)
+                  for label in sorted(by_label, key=_label_order)}
             for key, by_label in groups.items()}
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    """Difficulty levels easiest first, every other label alphabetically after them."""
+    return (DIFFICULTY_ORDER.index(label) if label in DIFFICULTY_ORDER else len(DIFFICULTY_ORDER),
+            label)
 
 
 def finish(name: str, records: list[PairRecord], thresholds_px: Sequence[float],
