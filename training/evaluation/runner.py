@@ -8,7 +8,6 @@ overall AUC@5 px (the protocol of the issue's reference numbers) or the first on
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from .geometry import fit_homography
 from .methods import MatchMethod
 from .metrics import AUC_THRESHOLDS_PX, corner_error, error_auc
 from .pairs import BREAKDOWN_KEYS, EvalPair, iter_loaded
-
-log = logging.getLogger(__name__)
 
 #: order of the manifest's difficulty levels in breakdowns
 DIFFICULTY_ORDER: tuple[str, ...] = ("easy", "medium", "hard")
