@@ -49,11 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
-    from training.homography_pairs import HomographyPairs, list_images, split_images
-    from training.trainer import train
-    from inference.config import get_preset, with_overrides
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.images.is_dir():
         raise CommandError(f"image folder not found: {args.images}")
@@ -68,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
     if any(v is not None and v < 1 for v in (args.val_pairs, args.val_every)):
         raise CommandError("--val-pairs and --val-every must be positive")
+    # Options are checked before PyTorch loads, so mistakes fail fast.
+    from training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
+    from training.homography_pairs import HomographyPairs, list_images, split_images
+    from training.trainer import train
+    from inference.config import get_preset, with_overrides
+
     config = with_overrides(TrainConfig(
         model=args.model, image_size=args.size, total_pairs=args.pairs, num_threads=args.threads,
         seed=args.seed,
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         optim=replace(OptimConfig(), lr=args.lr, batch_size=args.batch_size,
                       micro_batch=args.micro_batch),
     ), val_pairs=args.val_pairs, val_every_pairs=args.val_every)
-    stride = get_preset(config.model).coarse_stride
+    try:
+        stride = get_preset(config.model).coarse_stride
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     train_files, val_files = split_images(list_images(args.images), seed=config.seed)
     train_set = HomographyPairs(train_files, config.image_size, stride, config.total_pairs,
                                 config.augment, seed=config.seed)

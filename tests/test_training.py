@@ -1,0 +1,275 @@
+"""Training pipeline: loss terms on hand-built cases, homography ground truth, gradient
+accumulation, resumable training and the `train` command end to end (tiny models and
+64x48 pairs, so the file runs in seconds on a CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from plane_scene import PlaneScene
+
+from inference.config import BackboneConfig, ModelConfig
+from inference.model import CoarseLoFTR
+from training import losses
+from training.config import LossConfig, OptimConfig, TrainConfig
+from training.ground_truth import targets_from_homography
+from training.homography_pairs import HomographyPairs
+from training.trainer import collate, compute_losses, train
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (64, 48)
+STRIDE = 8
+GRID = (SIZE[1] // STRIDE, SIZE[0] // STRIDE)
+
+#: A few thousand parameters; same structure as the student (stride 8, fine stride 4).
+TINY = ModelConfig(name="tiny", backbone=BackboneConfig(stem_dim=4, widths=(4, 8, 8), strides=(1, 2, 2),
+                                                        blocks=(1, 1, 1), fine_stage=2),
+                   d_model=8, nhead=1, layer_names=("self", "cross"), fine_dim=4)
+
+
+# --- losses ---------------------------------------------------------------------------
+
+def confidence(diagonal: float, off: float, n: int = 3) -> torch.Tensor:
+    return torch.full((1, n, n), off).diagonal_scatter(torch.full((1, n), diagonal), dim1=1, dim2=2)
+
+
+@pytest.mark.parametrize("kind", ["focal", "nll"])
+def test_coarse_loss_prefers_confidence_at_the_true_match(kind):
+    config = replace(LossConfig(), coarse=kind)
+    index = torch.arange(3)[None]
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    sure = losses.coarse_loss(confidence(0.8, 0.1), index, valid, config)
+    unsure = losses.coarse_loss(confidence(0.4, 0.3), index, valid, config)
+    wrong = losses.coarse_loss(confidence(0.1, 0.45), index, valid, config)
+    assert sure < unsure < wrong
+    if kind == "nll":
+        assert sure.item() == pytest.approx(-math.log(0.8), rel=1e-6)
+
+
+def test_focal_loss_hand_computed():
+    """One positive at 0.8 and eight negatives at 0.1 (alpha 0.25, gamma 2)."""
+    config = LossConfig()
+    valid = torch.tensor([[True, False, False]])
+    loss = losses.coarse_loss(confidence(0.8, 0.1), torch.arange(3)[None], valid, config)
+    positive = -0.25 * 0.2 ** 2 * math.log(0.8)
+    # Negatives: every entry but the one positive, two of them at 0.8 on the diagonal.
+    negative = (6 * -0.75 * 0.1 ** 2 * math.log(0.9) + 2 * -0.75 * 0.8 ** 2 * math.log(0.2)) / 8
+    assert loss.item() == pytest.approx(positive + negative, rel=1e-5)
+
+
+def test_coarse_loss_without_positives_is_zero_and_unknown_kind_fails():
+    conf = confidence(0.5, 0.2).requires_grad_()
+    loss = losses.coarse_loss(conf, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool),
+                              LossConfig())
+    assert loss.item() == 0.0 and loss.requires_grad
+    with pytest.raises(ValueError, match="unknown coarse loss"):
+        losses.coarse_loss(conf, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool),
+                           replace(LossConfig(), coarse="hinge"))
+
+
+def test_fine_loss_hand_computed():
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [9.0, 9.0]]])
+    true = torch.tensor([[[0.0, 0.0], [0.0, 3.0], [0.0, 0.0]]])
+    valid = torch.tensor([[True, True, False]])
+    # Errors in fine pixels (stride 2): (0.5, 0) and (0, -1.5) -> squared 0.25, 2.25.
+    assert losses.fine_loss(pred, true, valid, 2).item() == pytest.approx(1.25)
+    assert losses.fine_loss(pred, true, torch.zeros_like(valid), 2).item() == 0.0
+
+
+def kl_both_ways(student: np.ndarray, teacher: np.ndarray, temperature: float) -> float:
+    """Reference: mean row-wise and column-wise KL(teacher || student) of softmax(x / T)."""
+    def softmax(x, axis):
+        e = np.exp(x / temperature - (x / temperature).max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    total = 0.0
+    for axis in (1, 0):
+        p, q = softmax(teacher, axis), softmax(student, axis)
+        total += (p * np.log(p / q)).sum(axis=axis).mean()
+    return total / 2
+
+
+def test_distillation_loss():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(0, 3, (4, 5))
+    student = rng.normal(0, 3, (4, 5))
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.float64)[None]   # noqa: E731
+    same = losses.distillation_loss(as_tensor(teacher), as_tensor(teacher), 5.0)
+    assert abs(same.item()) < 1e-12
+    for temperature in (1.0, 4.0):
+        value = losses.distillation_loss(as_tensor(student), as_tensor(teacher), temperature).item()
+        assert value > 0
+        # Documented scaling: the KL of softened distributions times T^2.
+        assert value == pytest.approx(kl_both_ways(student, teacher, temperature) * temperature ** 2,
+                                      rel=1e-9)
+    # With the T^2 factor the size of the term settles as T grows (the KL alone ~ 1/T^2).
+    large = [losses.distillation_loss(as_tensor(student), as_tensor(teacher), t).item() for t in (50, 100)]
+    assert large[1] == pytest.approx(large[0], rel=0.05)
+
+
+def test_combine_weights():
+    config = replace(LossConfig(), alpha=0.3, amplification=10.0)
+    supervised, distill = torch.tensor(2.0), torch.tensor(3.0)
+    assert losses.combine(supervised, distill, config).item() == pytest.approx(0.3 * 2 + 0.7 * 10 * 3)
+    assert losses.combine(supervised, None, config) is supervised
+
+
+# --- homography ground truth ----------------------------------------------------------
+
+def test_identity_matches_every_cell_to_itself():
+    targets = targets_from_homography(np.eye(3), GRID, STRIDE, SIZE)
+    n = GRID[0] * GRID[1]
+    assert np.array_equal(targets.match_index1, np.arange(n))
+    assert targets.coarse_valid.all() and targets.fine_valid.all()
+    assert np.abs(targets.offset1).max() == 0
+
+
+def test_translation_by_whole_cells_shifts_indices():
+    dx, dy = 2, 1                                    # cells
+    shift = np.array([[1, 0, dx * STRIDE], [0, 1, dy * STRIDE], [0, 0, 1]], float)
+    targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
+    rows, cols = np.divmod(np.arange(GRID[0] * GRID[1]), GRID[1])
+    inside = (cols + dx < GRID[1]) & (rows + dy < GRID[0])
+    assert np.array_equal(targets.fine_valid, inside)
+    assert np.array_equal(targets.coarse_valid, inside)
+    expected = (rows + dy) * GRID[1] + cols + dx
+    assert np.array_equal(targets.match_index1[inside], expected[inside])
+    assert np.abs(targets.offset1).max() == 0
+
+
+def test_zoom_out_keeps_one_mutual_match_per_target_cell():
+    """Image1 shows image0 at half size: four image0 cells fall in each image1 cell,
+    only the one whose cell the image1 centre projects back into is a positive."""
+    half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]])   # about pixel centres
+    targets = targets_from_homography(half, GRID, STRIDE, SIZE)
+    assert targets.fine_valid.all()
+    positives = targets.match_index1[targets.coarse_valid]
+    assert len(np.unique(positives)) == len(positives)          # one-to-one
+    assert targets.coarse_valid.sum() <= targets.fine_valid.sum() // 4 + 1
+    assert targets.coarse_valid.sum() >= 4
+    assert np.abs(targets.offset1).max() <= STRIDE / 2
+
+
+# --- gradient accumulation ------------------------------------------------------------
+
+def test_accumulated_micro_batches_equal_one_batch():
+    """Two micro-batches of 2 with loss / 2 give the gradient of one batch of 4.
+
+    This holds only where the loss is an average of per-pair terms of equal weight:
+    BatchNorm is in eval mode (in train mode it normalises with the statistics of the
+    batch at hand, which differ between 2 and 4 pairs), and every pair has the same
+    number of positives (the coarse loss averages over positives per forward pass).
+    """
+    torch.manual_seed(0)
+    model = CoarseLoFTR(TINY).double().eval()
+    teacher = CoarseLoFTR(TINY).double().eval()
+    config = TrainConfig()
+    shift = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
+    targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
+    images = torch.rand(8, 1, SIZE[1], SIZE[0], dtype=torch.float64)
+    batch = {"image0": images[:4], "image1": images[4:],
+             "match_index1": torch.from_numpy(targets.match_index1).expand(4, -1),
+             "coarse_valid": torch.from_numpy(targets.coarse_valid).expand(4, -1),
+             "fine_valid": torch.from_numpy(targets.fine_valid).expand(4, -1),
+             "offset1": torch.from_numpy(targets.offset1).double().expand(4, -1, -1)}
+
+    def gradients(micro: int) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        for start in range(0, 4, micro):
+            part = {k: v[start:start + micro] for k, v in batch.items()}
+            (compute_losses(model, part, config, teacher)["loss"] / (4 // micro)).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole, accumulated = gradients(4), gradients(2)
+    assert len(whole) == len(list(model.parameters()))
+    for a, b in zip(whole, accumulated):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+# --- resumable training ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """Four small textured photos (smooth noise, so patches are distinctive)."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        noise = rng.random((24, 32)).astype(np.float32)
+        photo = cv2.resize(noise, (128, 96), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"photo{i}.png"), (np.clip(photo, 0, 1) * 255).astype(np.uint8))
+    return folder
+
+
+def tiny_run_config(total_pairs: int) -> TrainConfig:
+    # No lr milestones: the schedule must not depend on total_pairs, which the
+    # interrupted run below extends on resume.
+    return replace(TrainConfig(), model="tiny", image_size=SIZE, total_pairs=total_pairs,
+                   val_pairs=2, val_every_pairs=4, num_threads=1,
+                   optim=replace(OptimConfig(), batch_size=4, micro_batch=2, warmup_steps=1,
+                                 milestones=()))
+
+
+def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path):
+    files = sorted(photo_folder.iterdir())
+    train_set = HomographyPairs(files[:3], SIZE, STRIDE, 16, TrainConfig().augment, seed=0)
+    val_set = HomographyPairs(files[3:], SIZE, STRIDE, 2, TrainConfig().augment, seed=1)
+
+    straight = train(tiny_run_config(16), train_set, val_set, tmp_path / "straight", model_config=TINY)
+    first = train(tiny_run_config(8), train_set, val_set, tmp_path / "split", model_config=TINY)
+    assert (first.pairs_seen, first.steps) == (8, 2)
+    resumed = train(tiny_run_config(16), train_set, val_set, tmp_path / "split", resume=True,
+                    model_config=TINY)
+    assert (resumed.pairs_seen, resumed.steps) == (16, 4)
+    assert [r["pairs"] for r in resumed.history] == [4, 8, 12, 16]
+
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    assert b["state"]["pairs_seen"] == 16 and b["state"]["steps"] == 4
+    steps = {int(s["step"]) for s in b["optimizer_state_dict"]["state"].values()}
+    assert steps == {4}                             # AdamW's moments carried over
+    for name, value in a["model_state_dict"].items():
+        assert torch.allclose(value.float(), b["model_state_dict"][name].float(), atol=1e-5), name
+    # The run actually trained: weights moved away from the initialisation.
+    torch.manual_seed(0)
+    initial = CoarseLoFTR(TINY).state_dict()
+    assert any(not torch.allclose(initial[k].float(), v.float()) for k, v in a["model_state_dict"].items())
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert "val_median_error_px" in history[-1] and "train_loss" in history[0]
+
+
+# --- the command ----------------------------------------------------------------------
+
+def test_train_command_end_to_end(photo_folder, tmp_path):
+    """`coarse-loftr train` for two steps with depth pairs mixed in writes a loadable
+    checkpoint and a history; bad options fail with one line."""
+    scene = PlaneScene((128, 96), focal=120.0).write(tmp_path / "scene")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "commands", "train", "--images", str(photo_folder),
+               "--run-dir", str(run_dir), "--size", "64x48", "--pairs", "8", "--batch-size", "4",
+               "--micro-batch", "2", "--val-pairs", "2", "--val-every", "4", "--threads", "1",
+               "--depth-scenes", str(scene)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mixing 2 depth pairs" in result.stderr
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=False)
+    assert checkpoint["state"]["pairs_seen"] == 8
+    assert checkpoint["train_config"]["depth"]["share"] == 0.5
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["pairs"] for r in history] == [4, 8]
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+    bad = subprocess.run(command[:-1] + [str(tmp_path / "missing")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "depth scene folder not found" in bad.stderr and "Traceback" not in bad.stderr
