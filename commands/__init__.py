@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "latency / FPS of every available backend, with ORB and SIFT as peers"),
     "eval": ("evaluate", "HPatches-protocol evaluation on a manifest of image pairs"),
     "train": ("train", "train a teacher or a student (knowledge distillation)"),
+    "plot-training": ("plot_training", "loss and validation curves of training runs (PNG)"),
     "serve": ("serve", "start the web service"),
 }
 
