@@ -219,7 +219,15 @@ def tiny_run_config(total_pairs: int) -> TrainConfig:
                                  milestones=()))
 
 
-def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path):
+@pytest.fixture
+def restore_threads():
+    """train() sets torch's thread count for the process; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, restore_threads):
     files = sorted(photo_folder.iterdir())
     train_set = HomographyPairs(files[:3], SIZE, STRIDE, 16, TrainConfig().augment, seed=0)
     val_set = HomographyPairs(files[3:], SIZE, STRIDE, 2, TrainConfig().augment, seed=1)
