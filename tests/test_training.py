@@ -24,7 +24,7 @@ from training import losses
 from training.config import LossConfig, OptimConfig, TrainConfig
 from training.ground_truth import targets_from_homography
 from training.homography_pairs import HomographyPairs
-from training.trainer import collate, compute_losses, train
+from training.trainer import compute_losses, train
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 48)
@@ -103,7 +103,10 @@ def test_distillation_loss():
     rng = np.random.default_rng(0)
     teacher = rng.normal(0, 3, (4, 5))
     student = rng.normal(0, 3, (4, 5))
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.float64)[None]   # noqa: E731
+
+    def as_tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.float64)[None]
+
     same = losses.distillation_loss(as_tensor(teacher), as_tensor(teacher), 5.0)
     assert abs(same.item()) < 1e-12
     for temperature in (1.0, 4.0):
