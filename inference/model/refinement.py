@@ -34,7 +34,8 @@ class FineHead(nn.Module):
             raise ValueError("fine_window minus the coarse/fine ratio must be even")
         self.pad = (self.window - self.ratio) // 2
         self.proj = nn.Sequential(
-            nn.Conv2d(in_ch, config.fine_dim, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(in_ch, config.fine_dim, kernel_size=config.fine_kernel,
+                      padding=config.fine_kernel // 2, bias=False),
             nn.BatchNorm2d(config.fine_dim),
             nn.ReLU(inplace=True),
             nn.Conv2d(config.fine_dim, config.fine_dim, kernel_size=1, bias=False),
@@ -50,27 +51,6 @@ class FineHead(nn.Module):
         """fine: (B, C_in, Hf, Wf) backbone stage output -> (B, C, Hf, Wf)."""
         return self.proj(fine)
 
-    def cell_descriptors(self, fine: torch.Tensor) -> torch.Tensor:
-        """Mean fine feature over each coarse cell: (B, C, Hf, Wf) -> (B, N, C)."""
-        pooled = F.avg_pool2d(fine, self.ratio, self.ratio)
-        return pooled.flatten(2).transpose(1, 2)
-
-    def windows(self, fine: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """Every coarse cell's search window: (B, C, Hf, Wf) -> (B, N, window*window, C).
-
-        Strided slices of the padded map instead of unfold: plain Slice ops, which every
-        runtime (TensorRT included) supports.
-        """
-        height, width = grid_hw
-        padded = F.pad(fine, (self.pad, self.pad, self.pad, self.pad))
-        r = self.ratio
-        slices = [
-            padded[:, :, dy: dy + r * height: r, dx: dx + r * width: r]
-            for dy in range(self.window) for dx in range(self.window)
-        ]
-        stacked = torch.stack(slices, dim=2)                       # (B, C, W*W, Hc, Wc)
-        return stacked.flatten(3).permute(0, 3, 2, 1)              # (B, N, W*W, C)
-
     def forward(self, fine0: torch.Tensor, fine1: torch.Tensor, index1: torch.Tensor,
                 grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets of image0 cells' matches inside image1.
@@ -78,14 +58,28 @@ class FineHead(nn.Module):
         fine0, fine1: (B, C, Hf, Wf) projected fine features; index1: (B, N0) int64
         matched cell of image1 for each image0 cell. Returns (offset (B, N0, 2) in input
         pixels from the matched cell's centre, logits (B, N0, window*window)).
+
+        Windows are strided slices of the padded map in channels-last layout (plain
+        Slice ops, which every runtime, TensorRT included, supports), so each cell's
+        window is one contiguous row and the gather copies whole rows; only the small
+        fine maps are transposed, never the (N, K, C) windows.
         """
-        desc0 = self.cell_descriptors(fine0)                           # (B, N0, C)
-        win1 = self.windows(fine1, grid_hw)                             # (B, N1, K, C)
-        batch, _, k, channels = win1.shape
-        gather_index = index1[:, :, None, None].expand(-1, -1, k, channels)
-        win1 = torch.gather(win1, 1, gather_index)                      # (B, N0, K, C)
-        logits = (win1 @ desc0.unsqueeze(-1)).squeeze(-1) / channels ** 0.5
-        weights = logits.softmax(dim=-1)
+        height, width = grid_hw
+        r = self.ratio
+        desc0 = F.avg_pool2d(fine0, r, r).flatten(2).transpose(1, 2)      # (B, N0, C)
+        padded = F.pad(fine1, (self.pad, self.pad, self.pad, self.pad)).permute(0, 2, 3, 1)
+        windows = torch.stack([
+            padded[:, dy: dy + r * height: r, dx: dx + r * width: r, :]
+            for dy in range(self.window) for dx in range(self.window)
+        ], dim=3)                                                         # (B, Hc, Wc, K, C)
+        batch, _, _, k, channels = windows.shape
+        windows = windows.reshape(batch * height * width, k, channels)
+        flat_index = index1
+        if batch > 1:  # a static branch when traced: the deployed graph (batch 1) needs no Range op
+            flat_index = index1 + torch.arange(batch, device=index1.device)[:, None] * (height * width)
+        selected = windows.index_select(0, flat_index.flatten())          # (B*N0, K, C)
+        logits = (selected @ desc0.reshape(-1, channels, 1)).reshape(batch, -1, k)
+        weights = (logits / channels ** 0.5).softmax(dim=-1)              # (B, N0, K)
         offset = (weights @ self.window_offsets) * self.fine_stride
         return offset, logits
 

@@ -72,7 +72,11 @@ class LocalFeatureTransformer(nn.Module):
     def forward(self, feat0: torch.Tensor, feat1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feat0: (B, L, d), feat1: (B, S, d); returns both, updated."""
         for layer, name in zip(self.layers, self.layer_names):
-            if name == "self":
+            if name == "self" and feat0.shape == feat1.shape:
+                # One call on both images: bigger matmuls, half the kernel launches.
+                both = torch.cat([feat0, feat1], dim=0)
+                feat0, feat1 = layer(both, both).chunk(2, dim=0)
+            elif name == "self":
                 feat0, feat1 = layer(feat0, feat0), layer(feat1, feat1)
             elif name == "cross":
                 feat0, feat1 = layer(feat0, feat1), layer(feat1, feat0)
