@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "HPatches-protocol evaluation on a manifest of image pairs"),
     "train": ("train", "train a teacher or a student (knowledge distillation)"),
     "plot-training": ("plot_training", "loss and validation curves of training runs (PNG)"),
+    "release": ("release", "package a training checkpoint as the shipped weights"),
     "serve": ("serve", "start the web service"),
 }
 

@@ -1,0 +1,45 @@
+"""`coarse-loftr release`: turn a training checkpoint into the shipped weights folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import CommandError
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights"
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 320x240,640x480, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint (RUN_DIR/last.pt)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder")
+    parser.add_argument("--name", default="student", help="file name stem of the released model")
+    parser.add_argument("--sizes", type=_sizes, default=[(320, 240), (640, 480)],
+                        help="ONNX input sizes WxH, comma-separated")
+    parser.add_argument("--default", type=_sizes, default=None,
+                        help="input size of the default model (first of --sizes if omitted)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.release import release
+
+    if not args.checkpoint.is_file():
+        raise CommandError(f"checkpoint not found: {args.checkpoint}")
+    default = args.default[0] if args.default else args.sizes[0]
+    if default not in args.sizes:
+        raise CommandError(f"--default {default[0]}x{default[1]} is not among --sizes")
+    descriptions = {
+        (320, 240): "live video and the default: 40x30 coarse grid, learned refinement",
+        (640, 480): "uploads: 80x60 coarse grid, slower",
+    }
+    for model in release(args.checkpoint, args.out, args.sizes, default, args.name, descriptions):
+        print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB) {model.parity}")
+    print(f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]})")
+    return 0

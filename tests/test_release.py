@@ -1,0 +1,72 @@
+"""`coarse-loftr release`: a training checkpoint becomes a weights folder the Matcher loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def training_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint in the trainer's format (config + model + optimiser state)."""
+    import torch
+
+    from inference.config import get_preset
+    from inference.model import CoarseLoFTR
+
+    torch.manual_seed(1)
+    model = CoarseLoFTR(get_preset("student"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = tmp_path_factory.mktemp("run") / "last.pt"
+    torch.save({"config": model.config.to_dict(), "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
+                "state": {"pairs_seen": 64, "steps": 8, "wall_seconds": 12.0}}, path)
+    return path
+
+
+def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path):
+    out = tmp_path / "weights"
+    result = subprocess.run(
+        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out", str(out),
+         "--sizes", "320x240,160x120", "--default", "160x120"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "-> OK" in result.stdout  # the export's parity line
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["default"] == "student_160x120"
+    assert set(manifest["models"]) == {"student_320x240", "student_160x120"}
+    import torch
+
+    slim = torch.load(out / "student.pt", map_location="cpu", weights_only=True)
+    assert set(slim) == {"config", "model_state_dict", "training"}  # no optimiser state
+    assert slim["training"]["pairs_seen"] == 64
+
+    from inference import Matcher
+    from inference.io import read_image
+
+    image = read_image(SHARED / "data" / "eval-dev" / "pairs" / "0001_a.jpg")
+    default = Matcher(weights=out)
+    assert default.input_size == (160, 120)
+    larger = Matcher(weights=out, size=(320, 240))
+    result = larger.match(image, image, threshold=0.0)
+    assert larger.input_size == (320, 240)
+    # The same image on both sides: every mutual match of a random model is a cell with itself.
+    np.testing.assert_allclose(result.keypoints0, result.keypoints1, atol=1e-3)
+
+
+def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out",
+         str(tmp_path), "--sizes", "320x240", "--default", "640x480"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "not among --sizes" in result.stderr
