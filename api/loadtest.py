@@ -1,0 +1,247 @@
+"""Load test of a real server: `python -m api.loadtest --weights MODEL.onnx`.
+
+Starts `coarse-loftr serve` on 127.0.0.1 (or uses `--url`), then runs N concurrent
+`/match` clients and M WebSocket streams side by side for a bounded time and count,
+and prints throughput, p50 / p99 latency, dropped frames, 503 answers and the server's
+resident memory before and after. `--baseline` first times the bare `Matcher.match` on
+the same images in this process (server not yet started), to compare against.
+Numbers are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import websockets
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def default_pair() -> tuple[Path, Path]:
+    return SHARED / "eval-dev/pairs/0001_a.jpg", SHARED / "eval-dev/pairs/0001_b.jpg"
+
+
+def default_video() -> Path:
+    return SHARED / "video/visp_mbt_cube_640x480.mp4"
+
+
+def video_frames(path: Path, count: int, quality: int = 85) -> list[bytes]:
+    """Up to `count` frames of a video as JPEG bytes (what the page sends)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
+    capture.release()
+    if not frames:
+        raise SystemExit(f"no frames could be read from {path}")
+    return frames
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stats:
+    latencies_ms: list[float] = field(default_factory=list)
+    busy: int = 0
+    errors: int = 0
+    dropped: int = 0
+    frames: int = 0
+
+    def summary(self, seconds: float) -> dict:
+        return {"completed": len(self.latencies_ms),
+                "per_s": round(len(self.latencies_ms) / seconds, 2) if seconds else 0.0,
+                "p50_ms": round(percentile(self.latencies_ms, 50), 2),
+                "p99_ms": round(percentile(self.latencies_ms, 99), 2),
+                "busy_503": self.busy, "errors": self.errors}
+
+
+async def http_client(url: str, a: bytes, b: bytes, deadline: float, budget: list[int],
+                      stats: Stats) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            start = time.perf_counter()
+            response = await client.post("/match", files={"a": ("a.jpg", a), "b": ("b.jpg", b)})
+            if response.status_code == 200:
+                stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            elif response.status_code == 503:
+                stats.busy += 1
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")) / 10)
+            else:
+                stats.errors += 1
+
+
+async def ws_stream(url: str, frames: list[bytes], deadline: float, max_frames: int,
+                    stats: Stats) -> None:
+    """Like the page: send a frame, wait for its result and overlay, send the next."""
+    async with websockets.connect(url.replace("http", "ws", 1) + "/ws/stream",
+                                  max_size=2**24) as ws:
+        json.loads(await ws.recv())                       # ready
+        sent = 0
+        while time.perf_counter() < deadline and sent < max_frames:
+            start = time.perf_counter()
+            await ws.send(frames[sent % len(frames)])
+            sent += 1
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes):            # the overlay ends a frame
+                    stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+                    break
+                data = json.loads(message)
+                if data["type"] == "result":
+                    stats.dropped = data["frames_dropped"]
+                elif data["type"] == "error":
+                    stats.busy += data["code"] == "busy"
+                    stats.errors += data["code"] != "busy"
+                    break
+        stats.frames = sent
+
+
+def bare_matcher(weights: str, a: Path, b: Path, frames: list[bytes], repeats: int,
+                 threads: int | None) -> dict:
+    """Median `Matcher.match` on the /match pair, and frames per second of match +
+    nothing else on consecutive video frames against the first (the stream's work)."""
+    from inference import Matcher
+    from inference.io import decode_image, read_image
+
+    matcher = Matcher(weights=weights, num_threads=threads)
+    image0, image1 = read_image(a), read_image(b)
+    for _ in range(3):
+        matcher.match(image0, image1)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matcher.match(image0, image1)
+        times.append((time.perf_counter() - start) * 1000.0)
+    decoded = [decode_image(f) for f in frames]
+    start = time.perf_counter()
+    for i in range(repeats):
+        matcher.match(decoded[0], decoded[i % len(decoded)])
+    fps = repeats / (time.perf_counter() - start)
+    return {"match_p50_ms": round(percentile(times, 50), 2), "video_fps": round(fps, 2)}
+
+
+def start_server(weights: str, port: int, threads: int | None, queue_size: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "commands", "serve", "--weights", weights, "--port", str(port),
+               "--log-level", "warning", "--queue-size", str(queue_size)]
+    if threads:
+        command += ["--threads", str(threads)]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen(command, cwd=root, env=env)
+
+
+def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 60.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server at {url} did not become healthy in {timeout:.0f} s")
+
+
+async def run_load(url: str, a: bytes, b: bytes, frames: list[bytes], clients: int, streams: int,
+                   seconds: float, requests: int, stream_frames: int) -> dict:
+    http, ws = Stats(), [Stats() for _ in range(streams)]
+    budget = [requests]
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*[http_client(url, a, b, deadline, budget, http) for _ in range(clients)],
+                         *[ws_stream(url, frames, deadline, stream_frames, s) for s in ws])
+    elapsed = time.perf_counter() - start
+    report = {"seconds": round(elapsed, 2)}
+    if clients:
+        report["match"] = http.summary(elapsed)
+    for i, stats in enumerate(ws):
+        report[f"stream{i}"] = {**stats.summary(elapsed), "fps": round(len(stats.latencies_ms) / elapsed, 2),
+                                "frames_sent": stats.frames, "dropped": stats.dropped}
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m api.loadtest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="model for the server (.onnx)")
+    parser.add_argument("--url", help="an already running server (default: start one)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent /match clients")
+    parser.add_argument("--streams", type=int, default=1, help="concurrent WebSocket streams")
+    parser.add_argument("--seconds", type=float, default=20.0, help="time bound")
+    parser.add_argument("--requests", type=int, default=1000, help="bound on /match requests")
+    parser.add_argument("--stream-frames", type=int, default=1000, help="bound per stream")
+    parser.add_argument("--threads", type=int, help="runtime threads (server and baseline)")
+    parser.add_argument("--queue-size", type=int, default=8)
+    parser.add_argument("--baseline", action="store_true", help="time the bare Matcher first")
+    parser.add_argument("--pair", nargs=2, type=Path, help="images for /match (default: eval-dev 0001)")
+    parser.add_argument("--video", type=Path, default=None, help="clip for the streams")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    a_path, b_path = args.pair or default_pair()
+    frames = video_frames(args.video or default_video(), 72)
+    report: dict = {}
+    if args.baseline:
+        report["bare_matcher"] = bare_matcher(args.weights, a_path, b_path, frames, 50, args.threads)
+    process = None
+    url = args.url
+    if url is None:
+        url = f"http://127.0.0.1:{free_port()}"
+        process = start_server(args.weights, int(url.rsplit(":", 1)[1]), args.threads, args.queue_size)
+    try:
+        wait_healthy(url, process)
+        a, b = a_path.read_bytes(), b_path.read_bytes()
+        # Warm up (first calls allocate the runtime's buffers), then measure memory.
+        asyncio.run(run_load(url, a, b, frames, 1, 1, 10.0, 5, 5))
+        if process is not None:
+            report["server_rss_mb_before"] = round(rss_mb(process.pid), 1)
+        report.update(asyncio.run(run_load(url, a, b, frames, args.clients, args.streams,
+                                           args.seconds, args.requests, args.stream_frames)))
+        if process is not None:
+            report["server_rss_mb_after"] = round(rss_mb(process.pid), 1)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+    print(json.dumps(report) if args.json else json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
