@@ -81,7 +81,9 @@ class TrainConfig:
     model: str = "student"            # preset name in inference.config.PRESETS
     image_size: tuple[int, int] = (320, 240)   # (W, H) of training pairs
     total_pairs: int = 16000          # run length in pairs (the schedule is laid on it)
-    pairs_per_epoch: int = 2000       # an epoch = this many randomly drawn pairs
+    # An epoch is this many freshly drawn random pairs (every pair is new: item i is
+    # rendered from seed (seed, i)); it only labels progress and history records.
+    pairs_per_epoch: int = 2000
     val_pairs: int = 64               # fixed held-out synthetic pairs from a disjoint image split
     val_every_pairs: int = 1000
     checkpoint_minutes: float = 3.0

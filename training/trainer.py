@@ -197,11 +197,13 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
         state.pairs_seen += micro * accumulation
         state.wall_seconds = time.monotonic() - start
         progress.update(micro * accumulation)
-        progress.set_postfix(loss=f"{running['loss']:.4f}")
+        epoch = state.pairs_seen // config.pairs_per_epoch + 1
+        progress.set_postfix(epoch=epoch, loss=f"{running['loss']:.4f}")
         for name, value in running.items():
             writer.add_scalar(f"train/{name}", value, state.pairs_seen)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state.pairs_seen)
-        record = {"pairs": state.pairs_seen, "wall_seconds": round(state.wall_seconds, 1),
+        record = {"pairs": state.pairs_seen, "epoch": epoch,
+                  "wall_seconds": round(state.wall_seconds, 1),
                   **{f"train_{k}": v for k, v in running.items()}}
         if state.pairs_seen >= next_val or state.pairs_seen >= config.total_pairs:
             next_val += config.val_every_pairs
