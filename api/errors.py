@@ -48,7 +48,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return error_response(error.status_code, code, str(error.detail), error.headers)
 
     @app.exception_handler(Exception)
@@ -60,6 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI documentation of the error answers a route can give."""
     words = {
+        400: "A malformed multipart body",
         404: "Not found",
         413: "An image is larger than the byte or pixel limit",
         415: "A part is not a decodable image",

@@ -99,7 +99,7 @@ def _matrix(geometry) -> list[list[float]] | None:
 
 
 @router.post("/match", response_model=MatchResponse, tags=["matching"],
-             responses={200: _PNG, **responses(413, 415, 422, 503)})
+             responses={200: _PNG, **responses(400, 413, 415, 422, 503)})
 async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends(match_options)],
                 service: Annotated[Service, Depends(get_service)]):
     """Match two images. JSON by default; `format=png` answers the side-by-side overlay."""
@@ -141,7 +141,7 @@ async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends
 
 
 @router.post("/register", response_model=RegisterResponse, tags=["matching"],
-             responses={200: _PNG, **responses(413, 415, 422, 503)})
+             responses={200: _PNG, **responses(400, 413, 415, 422, 503)})
 async def register(a: UploadA, b: UploadB,
                    options: Annotated[MatchOptions, Depends(match_options)],
                    service: Annotated[Service, Depends(get_service)]):
