@@ -70,12 +70,37 @@ UploadA = Annotated[UploadFile, File(description="the first image (PNG, JPEG, We
 UploadB = Annotated[UploadFile, File(description="the second image")]
 
 
-async def _read_pair(service: Service, a: UploadFile, b: UploadFile) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class _Run:
+    """A decoded and matched pair, with the clock readings of its steps."""
+
+    image0: np.ndarray
+    image1: np.ndarray
+    result: object            # inference.MatchResult
+    inference_ms: float
+    start: float
+    decoded: float
+    matched: float
+
+    def timings(self) -> Timings:
+        return Timings(decode=round((self.decoded - self.start) * 1000.0, 3),
+                       inference=round(self.inference_ms, 3),
+                       postprocess=_ms(self.matched), total=_ms(self.start))
+
+
+async def _decode_and_match(service: Service, a: UploadFile, b: UploadFile,
+                            options: MatchOptions) -> _Run:
+    start = time.perf_counter()
     for name, upload in (("a", a), ("b", b)):
         if upload.size is not None:
             service.check_size(name, upload.size)
     data_a, data_b = await a.read(), await b.read()
-    return await asyncio.gather(service.decode("a", data_a), service.decode("b", data_b))
+    image0, image1 = await asyncio.gather(service.decode("a", data_a), service.decode("b", data_b))
+    decoded = time.perf_counter()
+    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
+                                               max_matches=options.max_matches,
+                                               refine=options.refine)
+    return _Run(image0, image1, result, inference_ms, start, decoded, time.perf_counter())
 
 
 def _size(image: np.ndarray) -> ImageSize:
@@ -103,13 +128,8 @@ def _matrix(geometry) -> list[list[float]] | None:
 async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends(match_options)],
                 service: Annotated[Service, Depends(get_service)]):
     """Match two images. JSON by default; `format=png` answers the side-by-side overlay."""
-    start = time.perf_counter()
-    image0, image1 = await _read_pair(service, a, b)
-    decoded = time.perf_counter()
-    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
-                                               max_matches=options.max_matches,
-                                               refine=options.refine)
-    post_start = time.perf_counter()
+    run = await _decode_and_match(service, a, b, options)
+    image0, image1, result = run.image0, run.image1, run.result
 
     def postprocess():
         geometry = None
@@ -125,8 +145,6 @@ async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends
     geometry, image = await asyncio.to_thread(postprocess)
     if image is not None:
         return Response(image, media_type="image/png")
-    timings = Timings(decode=round((decoded - start) * 1000.0, 3), inference=round(inference_ms, 3),
-                      postprocess=_ms(post_start), total=_ms(start))
     return MatchResponse(
         num_matches=len(result.confidence),
         keypoints0=result.keypoints0.tolist(),
@@ -136,7 +154,7 @@ async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends
         homography=_matrix(geometry),
         inliers=None if geometry is None else np.asarray(geometry.inliers, bool).tolist(),
         num_inliers=None if geometry is None else int(geometry.num_inliers),
-        timings_ms=timings, model=result.model, backend=result.backend,
+        timings_ms=run.timings(), model=result.model, backend=result.backend,
     )
 
 
@@ -147,13 +165,8 @@ async def register(a: UploadA, b: UploadB,
                    service: Annotated[Service, Depends(get_service)]):
     """Fit a homography from a to b and blend a, warped, over b. The `ransac` option is
     ignored (always a homography); `format=png` answers the blended image itself."""
-    start = time.perf_counter()
-    image0, image1 = await _read_pair(service, a, b)
-    decoded = time.perf_counter()
-    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
-                                               max_matches=options.max_matches,
-                                               refine=options.refine)
-    post_start = time.perf_counter()
+    run = await _decode_and_match(service, a, b, options)
+    image0, image1, result = run.image0, run.image1, run.result
 
     def postprocess():
         geometry = estimate_homography(result, threshold_px=options.ransac_threshold)
@@ -167,14 +180,12 @@ async def register(a: UploadA, b: UploadB,
             raise ApiError(422, "no_homography", f"no homography found from "
                            f"{len(result.confidence)} matches; try a lower threshold")
         return Response(overlay, media_type="image/png")
-    timings = Timings(decode=round((decoded - start) * 1000.0, 3), inference=round(inference_ms, 3),
-                      postprocess=_ms(post_start), total=_ms(start))
     return RegisterResponse(
         homography=_matrix(geometry), num_matches=len(result.confidence),
         num_inliers=int(geometry.num_inliers),
         image_size0=_size(image0), image_size1=_size(image1),
         overlay_png=None if overlay is None else base64.b64encode(overlay).decode("ascii"),
-        timings_ms=timings, model=result.model, backend=result.backend,
+        timings_ms=run.timings(), model=result.model, backend=result.backend,
     )
 
 
