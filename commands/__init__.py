@@ -11,6 +11,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "match": ("match", "match two images, print matches and the homography, draw them"),
     "export-onnx": ("export_onnx", "export a checkpoint to ONNX with graph and parity checks"),
+    "quantize": ("quantize", "int8 quantization of an ONNX model with ONNX Runtime (static or dynamic)"),
     "build-engine": ("build_engine", "build (and cache) a TensorRT engine from an ONNX model"),
     "bench": ("bench", "latency / FPS of every available backend, with ORB and SIFT as peers"),
     "eval": ("evaluate", "HPatches-protocol evaluation on a manifest of image pairs"),

@@ -1,0 +1,141 @@
+"""INT8 quantization (inference/export/quantize.py, `coarse-loftr quantize`) on a
+random-initialised student, with real ONNX Runtime and calibration photos written here."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from commands import main
+from inference import Matcher
+from inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from inference.benchmark import synthetic_pair
+from inference.export.quantize import (
+    DEFAULT_EXCLUDE,
+    PairReader,
+    QuantizeConfig,
+    QuantizeError,
+    calibration_pairs,
+    excluded_nodes,
+    list_images,
+    quantize_model,
+)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three textured 'photos' of different sizes (not the evaluation set)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for seed, size in enumerate([(400, 300), (512, 384), (300, 400)]):
+        cv2.imwrite(str(folder / f"photo{seed}.png"), synthetic_pair(seed, size).image0)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _ops(path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def _outputs(path, pair):
+    backend = OnnxRuntimeBackend(path, num_threads=1)
+    return backend, backend.run(*pair)
+
+
+def test_calibration_pairs_are_model_inputs_of_two_different_views(photos):
+    files = list_images(photos)
+    assert [f.suffix for f in files] == [".png"] * 3
+    pairs = list(calibration_pairs(files, (320, 240), count=5, seed=1))
+    assert len(pairs) == 5
+    for image0, image1 in pairs:
+        for image in (image0, image1):
+            assert image.shape == (1, 1, 240, 320) and image.dtype == np.float32
+            assert 0.0 <= image.min() and image.max() <= 1.0
+        assert not np.allclose(image0, image1)
+    reader = PairReader(iter(pairs[:2]))
+    assert set(reader.get_next()) == {"image0", "image1"}
+    assert reader.get_next() is not None and reader.get_next() is None and reader.fed == 2
+
+
+def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(random_student_onnx, photos, tmp_path):
+    out = tmp_path / "student_int8.onnx"
+    report = quantize_model(random_student_onnx, out, QuantizeConfig(calibration_pairs=3), photos)
+
+    ops = _ops(out)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    source_meta = {p.key: p.value for p in onnx.load(str(random_student_onnx)).metadata_props}
+    written = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert {key: written.get(key) for key in source_meta} == source_meta
+    assert report.calibration.startswith("3 pairs")
+
+    # The excluded similarity MatMul stays float: its inputs are not dequantized int8.
+    model = onnx.load(str(out))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    similarity = next(n for n in model.graph.node if n.name == "/MatMul")
+    assert all(producers.get(name) != "DequantizeLinear" for name in similarity.input)
+    projection = next(n for n in model.graph.node if n.name.endswith("layers.0/q_proj/MatMul"))
+    assert all(producers.get(name) == "DequantizeLinear" for name in projection.input)
+
+    pair = tuple(np.random.default_rng(0).random((1, 1, 240, 320), dtype=np.float32) for _ in range(2))
+    float_backend, expected = _outputs(random_student_onnx, pair)
+    int8_backend, got = _outputs(out, pair)
+    assert int8_backend.info == float_backend.info
+    for name in ("conf_max", "match_index", "offset1"):
+        assert getattr(got, name).shape == getattr(expected, name).shape
+        assert getattr(got, name).dtype == getattr(expected, name).dtype
+    assert np.isfinite(got.conf_max).all() and np.isfinite(got.offset1).all()
+
+    matcher = Matcher(weights=out, backend="onnxruntime", num_threads=1)
+    assert matcher.input_size == (320, 240)
+    result = matcher.match(*(synthetic_pair(7).image0, synthetic_pair(7).image1))
+    assert result.keypoints0.shape == result.keypoints1.shape == (len(result), 2)
+
+
+def test_dynamic_int8_uses_integer_kernels(random_student_onnx, tmp_path):
+    out = tmp_path / "student_dynamic.onnx"
+    quantize_model(random_student_onnx, out, QuantizeConfig(mode="dynamic"))
+    ops = _ops(out)
+    assert ops["MatMulInteger"] + ops["ConvInteger"] > 0
+    assert Matcher(weights=out, backend="onnxruntime", num_threads=1).info.name == "student"
+
+
+def test_exclusion_globs_pick_the_head(random_student_onnx):
+    model = onnx.load(str(random_student_onnx))
+    names = excluded_nodes(model, DEFAULT_EXCLUDE)
+    assert "/MatMul" in names and "/Softmax" in names
+    assert not any(name.startswith(("/backbone/", "/loftr_coarse/")) for name in names)
+    assert excluded_nodes(model, ()) == []
+
+
+def test_bad_inputs_are_clear_errors(random_student_onnx, tmp_path, capsys):
+    with pytest.raises(QuantizeError, match="calibration images"):
+        quantize_model(random_student_onnx, tmp_path / "a.onnx", QuantizeConfig())
+    with pytest.raises(QuantizeError, match="no images"):
+        quantize_model(random_student_onnx, tmp_path / "a.onnx", QuantizeConfig(), tmp_path)
+    with pytest.raises(QuantizeError, match="overwrite"):
+        quantize_model(random_student_onnx, random_student_onnx, QuantizeConfig(mode="dynamic"))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(QuantizeError, match="not a readable ONNX model"):
+        quantize_model(broken, tmp_path / "b.onnx", QuantizeConfig(mode="dynamic"))
+    with pytest.raises(ValueError, match="calibration_pairs"):
+        QuantizeConfig(calibration_pairs=0)
+
+    assert main(["quantize", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "c.onnx"),
+                 "--mode", "dynamic"]) == 2
+    assert main(["quantize", str(random_student_onnx), "--out", str(tmp_path / "c.onnx"),
+                 "--calibration-pairs", "0", "--calibration-images", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX model not found" in err and "calibration_pairs" in err and "Traceback" not in err
+
+
+def test_command_writes_a_static_model(random_student_onnx, photos, tmp_path, capsys):
+    out = tmp_path / "cli_int8.onnx"
+    assert main(["quantize", str(random_student_onnx), "--out", str(out), "--calibration-images",
+                 str(photos), "--calibration-pairs", "2", "--exclude", "head+attention"]) == 0
+    printed = capsys.readouterr().out
+    assert "static int8" in printed and "/loftr_coarse/layers.0/MatMul" in printed
+    assert _ops(out)["QuantizeLinear"] > 0
