@@ -26,6 +26,21 @@ class CommandError(Exception):
     """An expected failure (missing file, bad option): printed as one line, exit 2."""
 
 
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type: '640x480' -> (640, 480)."""
+    from inference.weights import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def sizes_arg(text: str) -> list[tuple[int, int]]:
+    """argparse type: '320x240,640x480' -> [(320, 240), (640, 480)]."""
+    return [size_arg(part) for part in text.split(",") if part.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="coarse-loftr")

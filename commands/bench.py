@@ -8,21 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from commands import CommandError
+from commands import CommandError, sizes_arg
 from inference.backends import KINDS, available_backends
 from inference.backends.base import BackendUnavailable
 from inference.config import PRESETS
-from inference.weights import WeightsError, parse_size
+from inference.weights import WeightsError
 
 SEED_BASELINE_NOTE = ("random-initialised coarse_loftr_trt preset: the published seed student's "
                       "architecture and FLOPs, so its speed, not its matches")
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [parse_size(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _names(text: str) -> list[str]:
@@ -41,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time a random-init coarse_loftr_trt at 640x480: the published seed "
                              "student's architecture and FLOPs")
     parser.add_argument("--pairs", type=int, default=10, help="image pairs (default 10)")
-    parser.add_argument("--sizes", type=_sizes, default=[(320, 240), (640, 480)], metavar="WxH,...",
+    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (640, 480)], metavar="WxH,...",
                         help="input sizes (default 320x240,640x480)")
     parser.add_argument("--backends", type=_names, default=None, metavar="NAME,...",
                         help=f"any of {', '.join(k for k in KINDS if k != 'auto')} (default: all available)")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from inference.config import MatchConfig, RegistrationConfig
 
-from . import CommandError
+from . import CommandError, size_arg
 
 PEERS = ("sift", "orb")
 OURS = "ours"
@@ -71,15 +71,6 @@ def parse_compare(text: str) -> tuple[Path, str]:
     return path, label
 
 
-def _size(text: str) -> tuple[int, int]:
-    from inference.weights import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path,
                         help="manifest.json with pairs {id, a, b, H_a_to_b, kind, difficulty, group}")
@@ -93,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="our model: .onnx file or weights folder (default: the shipped model)")
     parser.add_argument("--backend", default="auto", help="runtime of our model (default: auto)")
-    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--size", type=size_arg, default=None, metavar="WxH",
                         help="model input size (default: the model's own; --compare checkpoints "
                              f"are exported at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]})")
     parser.add_argument("--threshold", type=float, default=MatchConfig.threshold,

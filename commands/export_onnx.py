@@ -7,16 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from commands import CommandError
+from commands import CommandError, size_arg
 from inference.config import PRESETS
-from inference.weights import parse_size
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", type=Path, help="checkpoint (.pt / .ckpt) to export")
     source.add_argument("--preset", choices=list(PRESETS),
                         help="export a randomly initialised model of this preset (speed tests)")
-    parser.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
+    parser.add_argument("--size", type=size_arg, default=(640, 480), metavar="WxH",
                         help="model input size in pixels (default 640x480)")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")

@@ -9,21 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from commands import CommandError
+from commands import CommandError, size_arg
 from inference.backends.base import BackendUnavailable
 from inference.config import MatchConfig, RegistrationConfig
 from inference.drawing import draw_matches
 from inference.io import ImageError, read_image
 from inference.matcher import Matcher
 from inference.registration import estimate_homography, warp_blend
-from inference.weights import WeightsError, parse_size
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+from inference.weights import WeightsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an .onnx model or a folder with manifest.json (default: shipped)")
     parser.add_argument("--backend", default="auto",
                         choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--size", type=size_arg, default=None, metavar="WxH",
                         help="model input size, e.g. 640x480 (default: the model's)")
     parser.add_argument("--threshold", type=float, default=None,
                         help=f"minimum match confidence (default {defaults.threshold})")

@@ -5,25 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CommandError
+from . import CommandError, sizes_arg
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights"
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 320x240,640x480, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="training checkpoint (RUN_DIR/last.pt)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder")
     parser.add_argument("--name", default="student", help="file name stem of the released model")
-    parser.add_argument("--sizes", type=_sizes, default=[(320, 240), (640, 480)],
+    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (640, 480)],
                         help="ONNX input sizes WxH, comma-separated")
-    parser.add_argument("--default", type=_sizes, default=None,
+    parser.add_argument("--default", type=sizes_arg, default=None,
                         help="input size of the default model (first of --sizes if omitted)")
 
 

@@ -8,16 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CommandError
-
-
-def _size(text: str) -> tuple[int, int]:
-    from inference.weights import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+from . import CommandError, size_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runtime (default: auto, the fastest available)")
     parser.add_argument("--weights", type=Path,
                         help="an .onnx model or a weights folder (default: the shipped weights)")
-    parser.add_argument("--size", type=_size, help="model input WxH (default: the model's)")
+    parser.add_argument("--size", type=size_arg, help="model input WxH (default: the model's)")
     parser.add_argument("--threads", type=int, help="CPU threads of the runtime")
     parser.add_argument("--queue-size", type=int, help="waiting jobs before answering 503")
     parser.add_argument("--max-upload-bytes", type=int, help="per image (default 20 MB)")

@@ -7,17 +7,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from . import CommandError
+from . import CommandError, size_arg
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images"
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return width, height
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of photos for random-homography pairs")
     parser.add_argument("--run-dir", type=Path, required=True, help="checkpoints, logs, history")
     parser.add_argument("--teacher", type=Path, help="teacher checkpoint: enables distillation")
-    parser.add_argument("--size", type=_size, default=(320, 240), help="training pair size WxH")
+    parser.add_argument("--size", type=size_arg, default=(320, 240), help="training pair size WxH")
     parser.add_argument("--pairs", type=int, default=16000, help="run length in pairs")
     parser.add_argument("--batch-size", type=int, default=8, help="virtual batch (pairs per step)")
     parser.add_argument("--micro-batch", type=int, default=4, help="pairs per forward pass")

@@ -235,7 +235,7 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
     train_set = HomographyPairs(files[:3], SIZE, STRIDE, 16, TrainConfig().augment, seed=0)
     val_set = HomographyPairs(files[3:], SIZE, STRIDE, 2, TrainConfig().augment, seed=1)
 
-    straight = train(tiny_run_config(16), train_set, val_set, tmp_path / "straight", model_config=TINY)
+    train(tiny_run_config(16), train_set, val_set, tmp_path / "straight", model_config=TINY)
     first = train(tiny_run_config(8), train_set, val_set, tmp_path / "split", model_config=TINY)
     assert (first.pairs_seen, first.steps) == (8, 2)
     resumed = train(tiny_run_config(16), train_set, val_set, tmp_path / "split", resume=True,
