@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--init-from", type=Path,
+                        help="start from another run's checkpoint (new modules start fresh)")
     parser.add_argument("--val-pairs", type=int, help="held-out synthetic validation pairs (64)")
     parser.add_argument("--val-every", type=int, help="validate every this many pairs (1000)")
     parser.add_argument("--depth-scenes", type=Path, nargs="+", metavar="DIR",
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.images.is_dir():
         raise CommandError(f"image folder not found: {args.images}")
+    if args.init_from is not None and not args.init_from.is_file():
+        raise CommandError(f"checkpoint to start from not found: {args.init_from}")
     if args.teacher is not None and not args.teacher.is_file():
         raise CommandError(f"teacher checkpoint not found: {args.teacher}")
     for scene in args.depth_scenes or []:
@@ -92,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
     val_set = HomographyPairs(val_files, config.image_size, stride, config.val_pairs,
                               config.augment, seed=config.seed + 1000)
     state = train(config, train_set, val_set, args.run_dir, teacher_path=args.teacher,
-                  resume=args.resume, max_minutes=args.max_minutes)
+                  resume=args.resume, max_minutes=args.max_minutes, init_from=args.init_from)
     print(f"done: {state.pairs_seen} pairs in {state.wall_seconds / 60:.1f} min -> {args.run_dir / 'last.pt'}")
     return 0

@@ -27,6 +27,8 @@ class BackboneConfig:
     strides: tuple[int, ...] = (1, 2, 2)
     blocks: tuple[int, ...] = (1, 2, 2)
     fine_stage: int | None = 2
+    # Stage feeding the second, finer refinement level (None: one level only).
+    fine2_stage: int | None = None
 
     @property
     def coarse_stride(self) -> int:
@@ -37,6 +39,12 @@ class BackboneConfig:
         if self.fine_stage is None:
             return None
         return 2 * prod(self.strides[: self.fine_stage])
+
+    @property
+    def fine2_stride(self) -> int | None:
+        if self.fine2_stage is None:
+            return None
+        return 2 * prod(self.strides[: self.fine2_stage])
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,10 @@ class ModelConfig:
     fine_dim: int = 32
     fine_window: int = 6
     fine_kernel: int = 3              # first conv of the fine projection (1 = pointwise only)
+    # Second level: channels, and the (odd) window side in pixels of its stride, centred
+    # on the nearest pixel to the first level's estimate.
+    fine2_dim: int = 0
+    fine2_window: int = 5
 
     @property
     def coarse_stride(self) -> int:
@@ -68,6 +80,10 @@ class ModelConfig:
     @property
     def has_fine_head(self) -> bool:
         return self.backbone.fine_stage is not None and self.fine_dim > 0
+
+    @property
+    def has_fine2_head(self) -> bool:
+        return self.has_fine_head and self.backbone.fine2_stage is not None and self.fine2_dim > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,11 +117,12 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # This project's models: a 1/8 grid on a half-size input plus a learned refinement
     # head on stride-4 features.
-    # A 1x1 fine projection and one block at stride 4 keep the student near 2.3 GFLOP a pair.
+    # A 1x1 fine projection and one block at stride 4 keep the student near 2.3 GFLOP a
+    # pair; a second level at stride 2 places matches to a fraction of a pixel of the input.
     "student": ModelConfig(
         backbone=BackboneConfig(stem_dim=16, widths=(16, 32, 64), strides=(1, 2, 2),
-                                blocks=(1, 1, 2), fine_stage=2),
-        fine_kernel=1,
+                                blocks=(1, 1, 2), fine_stage=2, fine2_stage=1),
+        fine_kernel=1, fine2_dim=24,
     ),
     "teacher": ModelConfig(
         name="teacher",

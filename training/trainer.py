@@ -30,11 +30,14 @@ class TrainState:
     pairs_seen: int = 0
     steps: int = 0
     wall_seconds: float = 0.0
+    # Step at which the current optimiser started (warm-up restarts there after --init-from).
+    warmup_origin: int = 0
     history: list[dict] = field(default_factory=list)
 
 
 def lr_factor(pairs_seen: int, steps: int, config: TrainConfig) -> float:
-    """Linear warm-up, then a step schedule at fractions of the run."""
+    """Linear warm-up over the first `warmup_steps` steps (of this optimiser), then a
+    step schedule at fractions of the run."""
     optim = config.optim
     warmup = min(1.0, (steps + 1) / max(optim.warmup_steps, 1))
     progress = pairs_seen / config.total_pairs
@@ -59,6 +62,9 @@ def compute_losses(model: CoarseLoFTR, batch: dict[str, torch.Tensor], config: T
         terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"],
                                          model.config.backbone.fine_stride)
         supervised = supervised + config.loss.fine_weight * terms["fine"]
+        if model.fine2_head is not None and out.fine2_0 is not None:
+            terms["fine2"] = second_level_loss(model, out, batch, offset.detach())
+            supervised = supervised + config.loss.fine_weight * terms["fine2"]
     distill = None
     if teacher is not None:
         with torch.no_grad():
@@ -68,6 +74,20 @@ def compute_losses(model: CoarseLoFTR, batch: dict[str, torch.Tensor], config: T
     terms["supervised"] = supervised
     terms["loss"] = losses.combine(supervised, distill, config.loss)
     return terms
+
+
+def second_level_loss(model: CoarseLoFTR, out, batch: dict[str, torch.Tensor],
+                      first_offset: torch.Tensor) -> torch.Tensor:
+    """L2 loss of the second refinement level, started from the first level's estimate
+    around the true cell (as at inference, where it starts from the first level's
+    output). Rows whose true position falls outside its window carry no signal."""
+    head = model.fine2_head
+    centres = model.cell_centres(out.grid_hw, first_offset.device)[batch["match_index1"]]
+    refined, window_centre, _ = head(out.fine2_0, out.fine2_1, centres + first_offset)
+    truth = centres + batch["offset1"]
+    truth_px = (truth + 0.5) / head.stride - 0.5
+    inside = ((truth_px - window_centre).abs() <= head.window // 2).all(dim=-1)
+    return losses.fine_loss(refined, truth, batch["fine_valid"] & inside, head.stride)
 
 
 @torch.no_grad()
@@ -111,7 +131,7 @@ def save_checkpoint(path: Path, model: CoarseLoFTR, optimizer: torch.optim.Optim
         "scaler_state_dict": scaler.state_dict(),
         "train_config": config.to_dict(),
         "state": {"pairs_seen": state.pairs_seen, "steps": state.steps,
-                  "wall_seconds": state.wall_seconds},
+                  "wall_seconds": state.wall_seconds, "warmup_origin": state.warmup_origin},
         "history": state.history,
     }
     tmp = path.with_suffix(".tmp")
@@ -131,11 +151,14 @@ def load_teacher(path: Path) -> CoarseLoFTR:
 
 def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: Path | None = None,
           resume: bool = False, max_minutes: float | None = None,
-          model_config: ModelConfig | None = None) -> TrainState:
-    """Train until `config.total_pairs` pairs are seen (or `max_minutes` pass), writing
+          model_config: ModelConfig | None = None, init_from: Path | None = None) -> TrainState:
+    """Train until `config.total_pairs` pairs are seen (or this call has run `max_minutes`), writing
     run_dir/last.pt every `checkpoint_minutes` and run_dir/history.json.
 
     `model_config` replaces the preset named by `config.model` (custom or tiny models).
+    `init_from` starts a new run from another run's checkpoint: every tensor whose name
+    and shape fit is loaded (new modules start fresh), the schedule, history and clock
+    continue from its position, and a new optimiser warms up again.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
@@ -157,6 +180,16 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
         scaler.load_state_dict(checkpoint["scaler_state_dict"])
         state = TrainState(**checkpoint["state"], history=checkpoint["history"])
         log.info("resumed from %s at %d pairs", last, state.pairs_seen)
+    elif init_from is not None:
+        checkpoint = torch.load(init_from, map_location=device, weights_only=False)
+        own = model.state_dict()
+        fitting = {k: v for k, v in checkpoint["model_state_dict"].items()
+                   if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fitting, strict=False)
+        state = TrainState(**checkpoint["state"], history=checkpoint["history"])
+        state.warmup_origin = state.steps
+        log.info("initialised from %s at %d pairs; new tensors: %s", init_from, state.pairs_seen,
+                 sorted(set(own) - set(fitting)))
     (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     from torch.utils.tensorboard import SummaryWriter
@@ -166,17 +199,19 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
     val_batches = [collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
                    for s in range(0, len(val_set), micro)]
     model.train()
-    start = time.monotonic() - state.wall_seconds
+    session_start = time.monotonic()
+    start = session_start - state.wall_seconds
     last_save = time.monotonic()
     next_val = (state.pairs_seen // config.val_every_pairs + 1) * config.val_every_pairs
     progress = tqdm(total=config.total_pairs, initial=state.pairs_seen, unit="pair",
                     desc=f"train {config.model}", dynamic_ncols=True)
     while state.pairs_seen < config.total_pairs:
-        if max_minutes is not None and time.monotonic() - start > max_minutes * 60:
+        if max_minutes is not None and time.monotonic() - session_start > max_minutes * 60:
             log.info("time budget reached at %d pairs", state.pairs_seen)
             break
         for group in optimizer.param_groups:
-            group["lr"] = config.optim.lr * lr_factor(state.pairs_seen, state.steps, config)
+            group["lr"] = config.optim.lr * lr_factor(state.pairs_seen,
+                                                      state.steps - state.warmup_origin, config)
         optimizer.zero_grad(set_to_none=True)
         running: dict[str, float] = {}
         for k in range(accumulation):

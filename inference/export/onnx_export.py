@@ -35,7 +35,7 @@ TENSORRT_OPS = frozenset({
     "Gather", "GatherElements", "Gemm", "Greater", "GreaterOrEqual", "Identity",
     "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "MatMul", "Max", "Min", "Mod",
     "Mul", "Neg", "Not", "Or", "Pad", "Pow", "Reciprocal", "ReduceMax", "ReduceMean",
-    "ReduceSum", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
+    "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
     "TopK", "Transpose", "Unsqueeze", "Where", "Xor",
 })
 

@@ -59,14 +59,19 @@ class ResNetBackbone(nn.Module):
             in_ch = width
         setattr(self, f"layer{self.num_stages}_outconv", conv1x1(in_ch, config.d_model))
         self.fine_stage = bb.fine_stage if config.has_fine_head else None
+        self.fine2_stage = bb.fine2_stage if config.has_fine2_head else None
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """image: (B, 1, H, W) in [0, 1] -> coarse (B, d, H/s, W/s), fine stage output or None."""
+    def forward(self, image: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """image: (B, 1, H, W) in [0, 1] -> coarse (B, d, H/s, W/s) and the raw outputs
+        of the stages feeding the two refinement levels (None where absent)."""
         x = self.relu(self.bn1(self.conv1(image)))
-        fine = None
+        fine = fine2 = None
         for index in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{index}")(x)
             if index == self.fine_stage:
                 fine = x
+            if index == self.fine2_stage:
+                fine2 = x
         coarse = getattr(self, f"layer{self.num_stages}_outconv")(x)
-        return coarse, fine
+        return coarse, fine, fine2

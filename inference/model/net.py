@@ -11,7 +11,7 @@ from torch import nn
 from ..config import ModelConfig
 from .backbone import ResNetBackbone
 from .position_encoding import PositionEncodingSine
-from .refinement import FineHead, confidence_expectation
+from .refinement import FineHead, LocalRefiner, confidence_expectation
 from .transformer import LocalFeatureTransformer
 
 #: Names of the graph outputs every backend returns (see `CoarseLoFTR.predict`).
@@ -25,7 +25,8 @@ class CoarseOutput:
 
     sim_matrix / conf_matrix: (B, N0, N1) similarity logits (already divided by the
     temperature) and dual-softmax confidence; grid_hw: coarse grid (rows, cols);
-    fine0 / fine1: (B, C, Hf, Wf) projected fine features, or None.
+    fine0 / fine1: (B, C, Hf, Wf) projected fine features, or None; fine2_0 / fine2_1:
+    the same for the second refinement level.
     """
 
     sim_matrix: torch.Tensor
@@ -33,6 +34,8 @@ class CoarseOutput:
     grid_hw: tuple[int, int]
     fine0: torch.Tensor | None
     fine1: torch.Tensor | None
+    fine2_0: torch.Tensor | None = None
+    fine2_1: torch.Tensor | None = None
 
 
 class CoarseLoFTR(nn.Module):
@@ -44,23 +47,35 @@ class CoarseLoFTR(nn.Module):
                                                  config.pe_temp_bug_fix)
         self.loftr_coarse = LocalFeatureTransformer(config)
         self.fine_head = FineHead(config) if config.has_fine_head else None
+        self.fine2_head = LocalRefiner(config) if config.has_fine2_head else None
 
     def forward(self, image0: torch.Tensor, image1: torch.Tensor) -> CoarseOutput:
         """image0, image1: (B, 1, H, W) grayscale in [0, 1], same size, H and W
         multiples of the coarse stride."""
         batch = image0.shape[0]
-        coarse, fine = self.backbone(torch.cat([image0, image1], dim=0))
+        coarse, fine, fine2 = self.backbone(torch.cat([image0, image1], dim=0))
         grid_hw = (coarse.shape[2], coarse.shape[3])
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)   # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
         scale = feat0.shape[-1] ** 0.5
         sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.config.temperature
         conf_matrix = sim_matrix.softmax(dim=1) * sim_matrix.softmax(dim=2)
-        fine0 = fine1 = None
+        fine0 = fine1 = fine2_0 = fine2_1 = None
         if self.fine_head is not None and fine is not None:
             fine = self.fine_head.features(fine)
             fine0, fine1 = fine[:batch], fine[batch:]
-        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, fine0, fine1)
+        if self.fine2_head is not None and fine2 is not None:
+            fine2 = self.fine2_head.features(fine2)
+            fine2_0, fine2_1 = fine2[:batch], fine2[batch:]
+        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, fine0, fine1, fine2_0, fine2_1)
+
+    def cell_centres(self, grid_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """(N, 2) x, y centres of the coarse cells in input pixels (pixel centres at integers)."""
+        rows, cols = grid_hw
+        stride = self.config.coarse_stride
+        ys, xs = torch.meshgrid(torch.arange(rows, device=device), torch.arange(cols, device=device),
+                                indexing="ij")
+        return torch.stack([xs.flatten(), ys.flatten()], -1).float() * stride + (stride - 1) / 2
 
     def predict(self, image0: torch.Tensor, image1: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,6 +94,10 @@ class CoarseLoFTR(nn.Module):
         conf_max = conf_max * mutual.to(conf_max.dtype)
         if self.fine_head is not None and out.fine0 is not None:
             offset1, _ = self.fine_head(out.fine0, out.fine1, match_index, out.grid_hw)
+            if self.fine2_head is not None and out.fine2_0 is not None:
+                matched_centres = self.cell_centres(out.grid_hw, conf.device)[match_index]
+                refined, _, _ = self.fine2_head(out.fine2_0, out.fine2_1, matched_centres + offset1)
+                offset1 = refined - matched_centres
         else:
             offset1 = confidence_expectation(conf, match_index, out.grid_hw,
                                              self.config.coarse_stride)

@@ -6,6 +6,9 @@ backend returns a few numbers per cell instead of the confidence matrix:
 * `FineHead` (learned): correlates the stride-`fine_stride` feature of each image0 cell
   with a window of image1's fine features around the matched cell, and takes the
   soft-argmax as the offset.
+* `LocalRefiner` (learned, optional second level): the same soft-argmax on a finer
+  feature map, in a small window around the nearest fine pixel to the first level's
+  estimate.
 * `confidence_expectation` (any model, no training): the confidence-weighted mean
   position over the 3x3 cells around the matched one.
 
@@ -82,6 +85,76 @@ class FineHead(nn.Module):
         weights = (logits / channels ** 0.5).softmax(dim=-1)              # (B, N0, K)
         offset = (weights @ self.window_offsets) * self.fine_stride
         return offset, logits
+
+
+class LocalRefiner(nn.Module):
+    """Second refinement level on stride-`stride` features (e.g. 2 input pixels).
+
+    The image0 descriptor is the feature at the exact cell centre (the mean of the 2x2
+    pixels around it, since a cell spans an even number of these pixels); image1's
+    window is gathered around the nearest pixel to the previous estimate, so only
+    integer indices enter the gather.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        bb = config.backbone
+        assert bb.fine2_stage is not None and bb.fine2_stride is not None
+        in_ch = bb.widths[bb.fine2_stage - 1]
+        self.stride = bb.fine2_stride
+        self.ratio = bb.coarse_stride // bb.fine2_stride
+        if self.ratio % 2 or config.fine2_window % 2 == 0:
+            raise ValueError("the second level needs an even pixels-per-cell ratio and an odd window")
+        self.window = config.fine2_window
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_ch, config.fine2_dim, kernel_size=1, bias=False),
+            nn.BatchNorm2d(config.fine2_dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(config.fine2_dim, config.fine2_dim, kernel_size=1, bias=False),
+        )
+        half = self.window // 2
+        steps = torch.arange(-half, half + 1)
+        grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
+        self.register_buffer("window_steps", torch.stack([grid_x, grid_y], -1).reshape(-1, 2),
+                             persistent=False)
+
+    def features(self, fine2: torch.Tensor) -> torch.Tensor:
+        """fine2: (B, C_in, H2, W2) backbone stage output -> (B, C, H2, W2)."""
+        return self.proj(fine2)
+
+    def cell_descriptors(self, feat0: torch.Tensor) -> torch.Tensor:
+        """(B, C, H2, W2) -> (B, N0, C): features at the coarse cell centres."""
+        r, c = self.ratio, self.ratio // 2
+        centre = (feat0[:, :, c - 1::r, c - 1::r] + feat0[:, :, c - 1::r, c::r]
+                  + feat0[:, :, c::r, c - 1::r] + feat0[:, :, c::r, c::r]) / 4
+        return centre.flatten(2).transpose(1, 2)
+
+    def forward(self, feat0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Refine estimates of where image0's cell centres land in image1.
+
+        feat0, feat1: (B, C, H2, W2) projected features; points1: (B, N0, 2) current
+        estimates in input pixels. Returns (refined (B, N0, 2) input pixels, the window
+        centres (B, N0, 2) in this level's pixels (int64), logits (B, N0, window**2)).
+        """
+        batch, channels, height, width = feat1.shape
+        desc0 = self.cell_descriptors(feat0)                                 # (B, N0, C)
+        # Input pixel x lies at (x + 0.5) / stride - 0.5 in this level's pixels.
+        centre = torch.round((points1 + 0.5) / self.stride - 0.5).to(torch.int64)
+        limit = torch.tensor([width - 1, height - 1], device=centre.device)
+        centre = torch.minimum(centre.clamp_min(0), limit)
+        taps = centre.unsqueeze(2) + self.window_steps                       # (B, N0, K, 2)
+        taps = torch.minimum(taps.clamp_min(0), limit)
+        flat = taps[..., 1] * width + taps[..., 0]                           # (B, N0, K)
+        if batch > 1:  # a static branch when traced: the deployed graph (batch 1) needs no Range op
+            flat = flat + torch.arange(batch, device=flat.device)[:, None, None] * (height * width)
+        rows = feat1.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+        n0, k = flat.shape[1], flat.shape[2]
+        window = rows.index_select(0, flat.flatten()).reshape(batch * n0, k, channels)
+        logits = (window @ desc0.reshape(-1, channels, 1)).reshape(batch, n0, k)
+        weights = (logits / channels ** 0.5).softmax(dim=-1)
+        expected = centre.to(weights.dtype) + weights @ self.window_steps.to(weights.dtype)
+        return (expected + 0.5) * self.stride - 0.5, centre, logits
 
 
 def confidence_expectation(conf_matrix: torch.Tensor, index1: torch.Tensor,
