@@ -32,13 +32,19 @@ class Matches:
         return len(self.confidence)
 
 
-def cell_centres(info: ModelInfo) -> np.ndarray:
-    """(N, 2) float64 centres of the coarse cells, row-major, in model-input pixels."""
-    cols, rows = info.grid_size
-    index = np.arange(cols * rows)
-    stride = info.coarse_stride
+def grid_centres(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
+    """(N, 2) float64 x, y centres of a row-major grid of `stride`-pixel cells with
+    `grid_hw` = (rows, cols), in model-input pixels."""
+    rows, cols = grid_hw
+    index = np.arange(rows * cols)
     return np.stack([(index % cols + 0.5) * stride - 0.5,
                      (index // cols + 0.5) * stride - 0.5], axis=1)
+
+
+def cell_centres(info: ModelInfo) -> np.ndarray:
+    """(N, 2) float64 centres of the model's coarse cells, row-major, in model-input pixels."""
+    cols, rows = info.grid_size
+    return grid_centres((rows, cols), info.coarse_stride)
 
 
 def usable_cells(info: ModelInfo, box: Letterbox, border: int) -> np.ndarray:

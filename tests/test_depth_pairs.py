@@ -12,7 +12,8 @@ from training.config import DepthConfig
 from training.depth_geometry import (crop_resize_intrinsics, project, relative_pose, sample_depth,
                                      warp_with_depth)
 from training.depth_pairs import DepthPairs, load_view, targets_from_depth
-from training.ground_truth import cell_centres, warp_points
+from inference.matching import grid_centres
+from training.ground_truth import warp_points
 from training.mixed_pairs import SAMPLE_KEYS, MixedPairs
 
 SIZE = (64, 48)
@@ -158,7 +159,7 @@ def test_depth_pairs_dataset(scene, tmp_path):
     assert sample["match_index1"].shape == (n,) and sample["offset1"].shape == (n, 2)
     valid, fine = sample["coarse_valid"].numpy(), sample["fine_valid"].numpy()
     assert valid.sum() > n // 4 and not (valid & ~fine).any()
-    centres = cell_centres((SIZE[1] // STRIDE, SIZE[0] // STRIDE), STRIDE)
+    centres = grid_centres((SIZE[1] // STRIDE, SIZE[0] // STRIDE), STRIDE)
     truth = centres[sample["match_index1"].numpy()] + sample["offset1"].numpy()
     expected, _ = warp_points(centres, scene.homography())
     assert np.abs(truth[fine] - expected[fine]).max() < 1e-3
@@ -178,7 +179,7 @@ def test_depth_pairs_resize_moves_geometry(tmp_path):
     homography = to_small @ big.homography() @ np.linalg.inv(to_small)
     grid = (SIZE[1] // STRIDE, SIZE[0] // STRIDE)
     targets = targets_from_depth(view0, view1, grid, STRIDE, tolerance=0.1)
-    centres = cell_centres(grid, STRIDE)
+    centres = grid_centres(grid, STRIDE)
     truth = centres[targets.match_index1] + targets.offset1
     expected, _ = warp_points(centres, homography)
     fine = targets.fine_valid

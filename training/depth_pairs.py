@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from inference.matching import grid_centres
+
 from . import mvs_format
 from .config import AugmentConfig, DepthConfig
 from .depth_geometry import crop_resize_intrinsics, relative_pose, warp_with_depth
-from .ground_truth import MatchTargets, cell_centres, targets_from_projections
+from .ground_truth import MatchTargets, targets_from_projections
 from .homography_pairs import pair_to_tensors, photometric
 
 
@@ -71,7 +73,7 @@ def targets_from_depth(view0: View, view1: View, grid_hw: tuple[int, int], strid
     """Coarse and fine targets of a pair of same-size views (both directions projected,
     for the mutual check)."""
     height, width = view0.depth.shape
-    centres = cell_centres(grid_hw, stride)
+    centres = grid_centres(grid_hw, stride)
     pose = relative_pose(view0.extrinsic, view1.extrinsic)
     points1, valid1 = warp_with_depth(centres, view0.depth, view0.intrinsic, pose,
                                       view1.intrinsic, view1.depth, tolerance)

@@ -12,14 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def cell_centres(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
-    """(N, 2) float64 (x, y) centres of a row-major coarse grid, in input pixels
-    (pixel centres at integers, so a cell of `stride` pixels is centred at
-    `(col + 0.5) * stride - 0.5`)."""
-    rows, cols = grid_hw
-    ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    return np.stack([(xs.ravel() + 0.5) * stride - 0.5, (ys.ravel() + 0.5) * stride - 0.5], axis=1)
+from inference.matching import grid_centres
 
 
 def warp_points(points: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +67,7 @@ def targets_from_projections(points1: np.ndarray, valid1: np.ndarray, back_point
     fine_valid = valid1 & inside1
     back_ok = back_valid0 & inside0
     mutual = fine_valid & back_ok[index1] & (index0_back[index1] == np.arange(len(points1)))
-    centres = cell_centres(grid_hw, stride)
+    centres = grid_centres(grid_hw, stride)
     offset1 = (points1 - centres[index1]).astype(np.float32)
     offset1[~fine_valid] = 0.0
     return MatchTargets(index1, mutual, fine_valid, offset1)
@@ -83,7 +76,7 @@ def targets_from_projections(points1: np.ndarray, valid1: np.ndarray, back_point
 def targets_from_homography(homography: np.ndarray, grid_hw: tuple[int, int], stride: int,
                             size: tuple[int, int]) -> MatchTargets:
     """Targets for a pair related by `homography` (3x3, image0 input px -> image1 input px)."""
-    centres = cell_centres(grid_hw, stride)
+    centres = grid_centres(grid_hw, stride)
     points1, valid1 = warp_points(centres, homography)
     back0, back_valid = warp_points(centres, np.linalg.inv(homography))
     return targets_from_projections(points1, valid1, back0, back_valid, grid_hw, stride, size)

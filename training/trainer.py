@@ -16,11 +16,11 @@ import torch
 from tqdm import tqdm
 
 from inference.config import ModelConfig, get_preset
+from inference.matching import grid_centres
 from inference.model import CoarseLoFTR
 
 from . import losses
 from .config import TrainConfig
-from .ground_truth import cell_centres
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def validate(model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], thr
     for batch in val_batches:
         conf_max, index, offset = model.predict(batch["image0"], batch["image1"])
         rows, cols = batch["image0"].shape[2] // stride, batch["image0"].shape[3] // stride
-        centres = torch.from_numpy(cell_centres((rows, cols), stride)).float()
+        centres = torch.from_numpy(grid_centres((rows, cols), stride)).float()
         truth = centres[batch["match_index1"]] + batch["offset1"]
         predicted = centres[index] + offset
         keep = (conf_max > threshold) & batch["fine_valid"]
