@@ -1,0 +1,45 @@
+"""The shipped weights: they load by default and their refinement pays, measured on real
+eval-dev pairs with the HPatches corner error (refinement on vs off, same weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference import Matcher, estimate_homography
+from inference.weights import WeightsError, resolve_weights
+from tests.conftest import SHARED
+from training.evaluation.metrics import corner_error
+from training.evaluation.pairs import load_manifest
+
+MANIFEST = SHARED / "data" / "eval-dev" / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    try:
+        resolve_weights(None, None)
+    except WeightsError as error:
+        pytest.fail(f"the shipped weights must be present: {error}")
+    return Matcher(num_threads=1)
+
+
+def test_default_matcher_is_the_shipped_model(matcher):
+    assert matcher.info.name == "student"
+    assert matcher.backend.name == "onnxruntime"
+
+
+@pytest.mark.skipif(not MANIFEST.exists(), reason="needs ../shared/data/eval-dev")
+def test_refinement_lowers_the_corner_error(matcher):
+    pairs = [p for p in load_manifest(MANIFEST) if p.labels.get("difficulty") == "easy"][:12]
+    errors = {True: [], False: []}
+    for pair in pairs:
+        image0, image1 = pair.load()
+        for refine in (True, False):
+            result = matcher.match(image0, image1, refine=refine)
+            geometry = estimate_homography(result, threshold_px=3.0)
+            size = result.image_size0
+            errors[refine].append(corner_error(geometry.matrix, pair.homography, size))
+    refined, coarse = np.median(errors[True]), np.median(errors[False])
+    assert refined < 0.7 * coarse, (refined, coarse)
+    assert refined < 5.0
