@@ -5,6 +5,7 @@ to ONNX, check the graph and print the report with the parity line last."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from commands import CommandError, size_arg
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--no-parity", action="store_true",
                         help="skip the ONNX Runtime vs PyTorch parity check")
+    parser.add_argument("--first-level-only", action="store_true",
+                        help="leave out the second refinement level (for ablations)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         model = CoarseLoFTR(get_preset(args.preset))
         print(f"random-initialised {args.preset!r} (for speed tests only: it matches nothing)")
+    if args.first_level_only:
+        if model.fine2_head is None:
+            raise CommandError("this model has no second refinement level to leave out")
+        model.fine2_head = None
+        model.config = replace(model.config, fine2_dim=0)  # what the graph's metadata records
+        print("second refinement level left out")
     try:
         report = export_onnx(model, args.out, args.size, opset=args.opset,
                              check_parity=not args.no_parity)

@@ -3,6 +3,10 @@ parity with PyTorch in ONNX Runtime, FLOP counting."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import onnx
 import pytest
 import torch
@@ -121,3 +125,17 @@ def test_flop_counter_on_a_known_graph():
                    [value("z", TensorProto.FLOAT, [1, 4, 8, 5])], [weight, matrix])
     flops = count_flops(model)
     assert flops.by_op == {"Conv": 2 * 4 * 8 * 8 * 27, "MatMul": 2 * 4 * 8 * 5 * 8}
+
+
+def test_export_can_leave_out_the_second_refinement_level(tmp_path):
+    out = tmp_path / "level1.onnx"
+    result = subprocess.run([sys.executable, "-m", "commands", "export-onnx", "--preset", "student",
+                             "--size", "160x120", "--out", str(out), "--first-level-only"],
+                            capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert "second refinement level left out" in result.stdout
+    graph = onnx.load(str(out))
+    info = ModelInfo.from_metadata({p.key: p.value for p in graph.metadata_props})
+    assert info.config["fine2_dim"] == 0
+    assert "Round" not in {node.op_type for node in graph.graph.node}  # only level 2 rounds
