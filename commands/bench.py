@@ -77,12 +77,14 @@ def _models(args: argparse.Namespace, tmp: Path) -> list:
                                          label="seed baseline", note=SEED_BASELINE_NOTE))
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
-    if not models:
+    if args.weights is None:
+        # The shipped model is always timed (first) unless --weights names another one.
         from inference.weights import shipped_weights_dir
         try:
-            models.append(ModelUnderTest("shipped", shipped_weights_dir()))
+            models.insert(0, ModelUnderTest("shipped", shipped_weights_dir()))
         except WeightsError as error:
-            raise CommandError(f"{error}; pass --weights, --preset or --seed-baseline") from None
+            if not models:
+                raise CommandError(f"{error}; pass --weights, --preset or --seed-baseline") from None
     return models
 
 
