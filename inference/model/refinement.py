@@ -24,6 +24,18 @@ from torch import nn
 from ..config import ModelConfig
 
 
+def _flatten_batch(index: torch.Tensor, items_per_batch: int) -> torch.Tensor:
+    """Per-batch row indices (B, ...) -> indices into the batch-flattened rows.
+
+    A static branch when traced: the deployed graph (batch 1) needs no Range op.
+    """
+    batch = index.shape[0]
+    if batch == 1:
+        return index
+    offsets = torch.arange(batch, device=index.device) * items_per_batch
+    return index + offsets.reshape(batch, *([1] * (index.dim() - 1)))
+
+
 class FineHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -77,9 +89,7 @@ class FineHead(nn.Module):
         ], dim=3)                                                         # (B, Hc, Wc, K, C)
         batch, _, _, k, channels = windows.shape
         windows = windows.reshape(batch * height * width, k, channels)
-        flat_index = index1
-        if batch > 1:  # a static branch when traced: the deployed graph (batch 1) needs no Range op
-            flat_index = index1 + torch.arange(batch, device=index1.device)[:, None] * (height * width)
+        flat_index = _flatten_batch(index1, height * width)
         selected = windows.index_select(0, flat_index.flatten())          # (B*N0, K, C)
         logits = (selected @ desc0.reshape(-1, channels, 1)).reshape(batch, -1, k)
         weights = (logits / channels ** 0.5).softmax(dim=-1)              # (B, N0, K)
@@ -145,9 +155,7 @@ class LocalRefiner(nn.Module):
         centre = torch.minimum(centre.clamp_min(0), limit)
         taps = centre.unsqueeze(2) + self.window_steps                       # (B, N0, K, 2)
         taps = torch.minimum(taps.clamp_min(0), limit)
-        flat = taps[..., 1] * width + taps[..., 0]                           # (B, N0, K)
-        if batch > 1:  # a static branch when traced: the deployed graph (batch 1) needs no Range op
-            flat = flat + torch.arange(batch, device=flat.device)[:, None, None] * (height * width)
+        flat = _flatten_batch(taps[..., 1] * width + taps[..., 0], height * width)   # (B, N0, K)
         rows = feat1.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
         n0, k = flat.shape[1], flat.shape[2]
         window = rows.index_select(0, flat.flatten()).reshape(batch * n0, k, channels)
