@@ -3,8 +3,9 @@
 Starts `coarse-loftr serve` on 127.0.0.1 (or uses `--url`), then runs N concurrent
 `/match` clients and M WebSocket streams side by side for a bounded time and count,
 and prints throughput, p50 / p99 latency, dropped frames, 503 answers and the server's
-resident memory before and after. `--baseline` first times the bare `Matcher.match` on
-the same images in this process (server not yet started), to compare against.
+resident memory before and after. `--baseline` times the bare `Matcher.match` on the
+same images in this process, before the server starts and after it stopped, and prints
+the service's latency and frame rate as fractions of it (`vs_bare`).
 Numbers are printed, not asserted.
 """
 
@@ -77,6 +78,7 @@ class Stats:
     errors: int = 0
     dropped: int = 0
     frames: int = 0
+    overlays: int = 0
 
     def summary(self, seconds: float) -> dict:
         return {"completed": len(self.latencies_ms),
@@ -104,28 +106,37 @@ async def http_client(url: str, a: bytes, b: bytes, deadline: float, budget: lis
 
 async def ws_stream(url: str, frames: list[bytes], deadline: float, max_frames: int,
                     stats: Stats) -> None:
-    """Like the page: send a frame, wait for its result and overlay, send the next."""
+    """Like the page: send a frame, send the next one when its result arrives. Overlays
+    trail their result (the server draws one while it matches the next frame) and are
+    counted as they come; latency is from sending a frame to its result."""
     async with websockets.connect(url.replace("http", "ws", 1) + "/ws/stream",
                                   max_size=2**24) as ws:
         json.loads(await ws.recv())                       # ready
-        sent = 0
-        while time.perf_counter() < deadline and sent < max_frames:
-            start = time.perf_counter()
-            await ws.send(frames[sent % len(frames)])
-            sent += 1
-            while True:
-                message = await ws.recv()
-                if isinstance(message, bytes):            # the overlay ends a frame
-                    stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+        waiting, start = False, 0.0
+        while True:
+            if not waiting:
+                if time.perf_counter() >= deadline or stats.frames >= max_frames:
                     break
-                data = json.loads(message)
-                if data["type"] == "result":
-                    stats.dropped = data["frames_dropped"]
-                elif data["type"] == "error":
-                    stats.busy += data["code"] == "busy"
-                    stats.errors += data["code"] != "busy"
-                    break
-        stats.frames = sent
+                start = time.perf_counter()
+                await ws.send(frames[stats.frames % len(frames)])
+                stats.frames += 1
+                waiting = True
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                stats.overlays += 1
+                continue
+            data = json.loads(message)
+            if data["type"] == "result":
+                stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+                stats.dropped = data["frames_dropped"]
+                waiting = False
+            elif data["type"] == "error":
+                stats.busy += data["code"] == "busy"
+                stats.errors += data["code"] != "busy"
+                waiting = False
+        while stats.overlays < len(stats.latencies_ms):  # the last result's overlay
+            if isinstance(await asyncio.wait_for(ws.recv(), 10.0), bytes):
+                stats.overlays += 1
 
 
 def bare_matcher(weights: str, a: Path, b: Path, frames: list[bytes], repeats: int,
@@ -150,6 +161,19 @@ def bare_matcher(weights: str, a: Path, b: Path, frames: list[bytes], repeats: i
         matcher.match(decoded[0], decoded[i % len(decoded)])
     fps = repeats / (time.perf_counter() - start)
     return {"match_p50_ms": round(percentile(times, 50), 2), "video_fps": round(fps, 2)}
+
+
+def compare_with_bare(report: dict, before: dict, after: dict) -> dict:
+    """The bare matcher timed before and after the load (a shared CPU drifts; the mean of
+    the two is the baseline), and the service's figures as fractions of it."""
+    bare = {key: round((before[key] + after[key]) / 2, 2) for key in before}
+    ratios = {}
+    if "match" in report:
+        ratios["match_p50_vs_bare"] = round(report["match"]["p50_ms"] / bare["match_p50_ms"], 3)
+    for name, stream in report.items():
+        if name.startswith("stream"):
+            ratios[f"{name}_fps_vs_bare"] = round(stream["fps"] / bare["video_fps"], 3)
+    return {"bare_matcher": {**bare, "before": before, "after": after}, "vs_bare": ratios}
 
 
 def start_server(weights: str, port: int, threads: int | None, queue_size: int) -> subprocess.Popen:
@@ -189,8 +213,9 @@ async def run_load(url: str, a: bytes, b: bytes, frames: list[bytes], clients: i
     if clients:
         report["match"] = http.summary(elapsed)
     for i, stats in enumerate(ws):
-        report[f"stream{i}"] = {**stats.summary(elapsed), "fps": round(len(stats.latencies_ms) / elapsed, 2),
-                                "frames_sent": stats.frames, "dropped": stats.dropped}
+        report[f"stream{i}"] = {**stats.summary(elapsed), "fps": round(stats.overlays / elapsed, 2),
+                                "frames_sent": stats.frames, "overlays": stats.overlays,
+                                "dropped": stats.dropped}
     return report
 
 
@@ -205,7 +230,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-frames", type=int, default=1000, help="bound per stream")
     parser.add_argument("--threads", type=int, help="runtime threads (server and baseline)")
     parser.add_argument("--queue-size", type=int, default=8)
-    parser.add_argument("--baseline", action="store_true", help="time the bare Matcher first")
+    parser.add_argument("--baseline", action="store_true",
+                        help="time the bare Matcher before and after the load, and compare")
+    parser.add_argument("--repeats", type=int, default=100, help="bare Matcher calls per timing")
     parser.add_argument("--pair", nargs=2, type=Path, help="images for /match (default: eval-dev 0001)")
     parser.add_argument("--video", type=Path, default=None, help="clip for the streams")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -218,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     frames = video_frames(args.video or default_video(), 72)
     report: dict = {}
     if args.baseline:
-        report["bare_matcher"] = bare_matcher(args.weights, a_path, b_path, frames, 50, args.threads)
+        bare_before = bare_matcher(args.weights, a_path, b_path, frames, args.repeats, args.threads)
     process = None
     url = args.url
     if url is None:
@@ -239,6 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         if process is not None:
             process.terminate()
             process.wait(10)
+    if args.baseline:
+        bare_after = bare_matcher(args.weights, a_path, b_path, frames, args.repeats, args.threads)
+        report.update(compare_with_bare(report, bare_before, bare_after))
     print(json.dumps(report) if args.json else json.dumps(report, indent=1))
     return report
 

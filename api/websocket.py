@@ -4,14 +4,19 @@ Protocol. The client sends frames as binary messages (JPEG or WebP) and control
 messages as JSON text: `{"type": "set_reference"}`, `clear_reference`, `pause`,
 `resume`, and `{"type": "settings", "threshold": 0.2, "max_matches": 500, "size": 640}`
 (`size`: the longest side, in pixels, that frames are shrunk to before matching).
-The server answers each processed frame with a JSON `result` message followed at once
-by one binary message, the JPEG overlay (reference | frame, matches and FPS drawn);
-problems come back as `{"type": "error", "code": ..., "detail": ...}` and the
-connection stays open.
+The server answers each processed frame with a JSON `result` message as soon as the
+matcher is done, then with one binary message, the JPEG overlay (reference | frame,
+matches and FPS drawn). The overlay of frame N always comes after N's result and before
+the next result; replies to control messages may come in between. Problems come back as
+`{"type": "error", "code": ..., "detail": ...}` and the connection stays open.
 
-Latest frame wins: one frame is processed at a time per connection, and a frame that
+Latest frame wins: one frame is matched at a time per connection, and a frame that
 arrives while another waits replaces it (counted in `frames_dropped`). Until a
 reference is set, the connection's first frame is the reference.
+
+Pipelining: drawing and encoding frame N's overlay runs while frame N+1 is decoded and
+matched, so a client that sends its next frame when a `result` arrives (as the page
+does) keeps the matcher busy and the stream runs at nearly the bare matcher's rate.
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ class StreamSession:
         self.wake = asyncio.Event()
         self.fps = FpsMeter()
         self.send_lock = asyncio.Lock()
+        self.overlay_task: asyncio.Task | None = None
 
     async def run(self) -> None:
         await self.ws.accept()
@@ -150,12 +156,9 @@ class StreamSession:
     def settings(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "max_matches": self.max_matches, "size": self.max_side}
 
-    async def send(self, payload: dict[str, Any], overlay: bytes | None = None) -> None:
-        """One JSON message, followed by its overlay when given (never interleaved)."""
+    async def send(self, payload: dict[str, Any]) -> None:
         async with self.send_lock:
             await self.ws.send_text(json.dumps(payload))
-            if overlay is not None:
-                await self.ws.send_bytes(overlay)
 
     async def error(self, code: str, detail: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "detail": detail, **extra})
@@ -214,18 +217,23 @@ class StreamSession:
             await self.send({"type": "settings", **self.settings()})
 
     async def process_frames(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if self.pending is None:
-                continue
-            (frame_id, data), self.pending = self.pending, None
-            try:
-                await self.process(frame_id, data)
-            except ApiError as error:
-                if error.code == "busy":
-                    self.dropped += 1
-                await self.error(error.code, error.detail, frame_id=frame_id)
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                if self.pending is None:
+                    continue
+                (frame_id, data), self.pending = self.pending, None
+                try:
+                    await self.process(frame_id, data)
+                except ApiError as error:
+                    if error.code == "busy":
+                        self.dropped += 1
+                    await self.error(error.code, error.detail, frame_id=frame_id)
+        finally:
+            if self.overlay_task is not None:
+                self.overlay_task.cancel()
+                await asyncio.gather(self.overlay_task, return_exceptions=True)
 
     async def process(self, frame_id: int, data: bytes) -> None:
         start = time.perf_counter()
@@ -240,15 +248,28 @@ class StreamSession:
             options["threshold"] = self.threshold
         result, inference_ms = await self.service.match(self.reference, frame, **options)
         fps = self.fps.tick()
-        overlay = await asyncio.to_thread(render_overlay, self.reference, frame, result, fps,
-                                          self.service.settings.overlay_quality)
+        await self.overlay_sent()
         await self.send({
             "type": "result", "frame_id": frame_id, "reference_id": self.reference_id,
             "num_matches": len(result.confidence), "inference_ms": round(inference_ms, 2),
             "processing_ms": round((time.perf_counter() - start) * 1000.0, 2),
             "server_fps": round(fps, 2), "frames_dropped": self.dropped,
             "frames_received": self.received,
-        }, overlay)
+        })
+        self.overlay_task = asyncio.create_task(self.send_overlay(self.reference, frame, result, fps))
+
+    async def overlay_sent(self) -> None:
+        """Wait for the previous frame's overlay, so overlays and results alternate."""
+        if self.overlay_task is not None:
+            task, self.overlay_task = self.overlay_task, None
+            await task
+
+    async def send_overlay(self, reference: np.ndarray, frame: np.ndarray, result: Any,
+                           fps: float) -> None:
+        overlay = await asyncio.to_thread(render_overlay, reference, frame, result, fps,
+                                          self.service.settings.overlay_quality)
+        async with self.send_lock:
+            await self.ws.send_bytes(overlay)
 
 
 @router.websocket("/ws/stream")

@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     # uvicorn closes a connection on a message over ws_max_size; leave room above the
     # service's own limit so that an oversized frame gets a clear error message instead.
+    # The stream carries JPEG both ways, which deflate cannot shrink: compressing it
+    # only took CPU time from the model on both ends (docs/service.md, load test).
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                ws_max_size=4 * settings.ws_max_frame_bytes)
+                ws_max_size=4 * settings.ws_max_frame_bytes, ws_per_message_deflate=False)
     return 0

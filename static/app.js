@@ -44,7 +44,7 @@ for (const tab of document.querySelectorAll('[role="tab"]')) {
 const live = {
   socket: null, stream: null, fileUrl: null, overlayUrl: null,
   capture: document.createElement("canvas"),
-  inFlight: false, sentAt: 0, paused: false, expectOverlay: false,
+  inFlight: false, sentAt: 0, paused: false,
   rttFps: 0, lastAnswer: 0,
 };
 
@@ -145,7 +145,7 @@ function send(message) {
   if (live.socket && live.socket.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify(message));
 }
 
-// One frame in flight: the next is captured when the answer to this one arrived (or,
+// One frame in flight: the next is captured when the result of this one arrived (or,
 // should an answer be lost, once the socket's buffer has drained for a while).
 function sendFrame() {
   const socket = live.socket, video = $("video");
@@ -185,11 +185,10 @@ function answered() {
 
 function onSocketMessage(event) {
   if (typeof event.data !== "string") {
-    // The overlay that follows a result message.
+    // The overlay of the latest result.
     if (live.overlayUrl) URL.revokeObjectURL(live.overlayUrl);
     live.overlayUrl = URL.createObjectURL(event.data);
     $("overlay").src = live.overlayUrl;
-    if (live.expectOverlay) { live.expectOverlay = false; answered(); }
     return;
   }
   const message = JSON.parse(event.data);
@@ -199,7 +198,8 @@ function onSocketMessage(event) {
       $("inference-ms").textContent = message.inference_ms.toFixed(1);
       $("num-matches").textContent = message.num_matches;
       $("frames-dropped").textContent = message.frames_dropped;
-      live.expectOverlay = true;
+      // The server draws this frame's overlay while it matches the next one.
+      answered();
       break;
     case "error":
       showError(socketErrorText(message));

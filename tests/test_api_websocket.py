@@ -135,6 +135,32 @@ def test_latest_frame_wins(client, frames):
         assert results[-1]["frames_dropped"] >= 1
 
 
+def test_pipelined_client_gets_every_overlay_in_order(client, frames):
+    """A client that sends the next frame as soon as a result arrives (as the page does):
+    the overlay of frame N comes after N's result and before N+1's, one per result."""
+    with client.websocket_connect("/ws/stream") as ws:
+        receive_json(ws)
+        ws.send_text(json.dumps({"type": "settings", "threshold": 0.0}))
+        receive_json(ws)
+        ws.send_bytes(frames[0])
+        events, sent = [], 1
+        while len(events) < 2 * len(frames):
+            message = ws.receive()
+            if message.get("bytes") is not None:
+                assert decode(message["bytes"]).shape == (288, 768, 3)
+                events.append("overlay")
+                continue
+            data = json.loads(message["text"])
+            assert data["type"] != "error", data
+            if data["type"] == "result":
+                events.append(data["frame_id"])
+                if sent < len(frames):
+                    ws.send_bytes(frames[sent])
+                    sent += 1
+        expected = [e for i in range(1, len(frames) + 1) for e in (i, "overlay")]
+        assert events == expected
+
+
 @pytest.mark.parametrize("text,code", [
     ("{not json", "invalid_json"),
     ('"a string"', "unknown_message"),
