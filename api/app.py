@@ -1,6 +1,6 @@
 """The application factory: `create_app(settings)` -> FastAPI app.
 
-The matcher loads once, in the lifespan, and its worker thread stops with the app.
+The matchers load once, in the lifespan, and their worker thread stops with the app.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from inference import Matcher
+from inference.weights import resolve_weights
 
 from . import routes, websocket
 from .errors import error_response, install_error_handlers
@@ -49,17 +50,32 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
-def create_app(settings: ServiceSettings | None = None, matcher: Matcher | None = None) -> FastAPI:
+def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
+    """(uploads matcher, live-stream matcher); one object when both resolve to one model."""
+    options = {"weights": settings.weights, "backend": settings.backend,
+               "num_threads": settings.num_threads}
+    uploads = Matcher(size=settings.size, **options)
+    live_files = resolve_weights(settings.weights, settings.live_size, role="live")
+    if live_files.onnx == uploads.files.onnx:
+        return uploads, uploads
+    return uploads, Matcher(size=settings.live_size, role="live", **options)
+
+
+def create_app(settings: ServiceSettings | None = None, matcher: Matcher | None = None,
+               live_matcher: Matcher | None = None) -> FastAPI:
     """settings: limits and model options (default: from COARSE_LOFTR_* variables);
-    matcher: an already loaded matcher to serve instead of loading one."""
+    matcher / live_matcher: already loaded matchers to serve (uploads / stream) instead of
+    loading them; the stream uses `matcher` when only that one is given."""
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = matcher or Matcher(weights=settings.weights, backend=settings.backend,
-                                    size=settings.size, num_threads=settings.num_threads)
+        if matcher is None:
+            uploads, live = load_matchers(settings)
+        else:
+            uploads, live = matcher, live_matcher or matcher
         worker = InferenceWorker(settings.queue_size)
-        app.state.service = Service(settings, loaded, worker)
+        app.state.service = Service(settings, uploads, live, worker)
         try:
             yield
         finally:

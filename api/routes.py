@@ -197,9 +197,11 @@ async def health(service: Annotated[Service, Depends(get_service)]) -> HealthRes
 
 @router.get("/info", response_model=InfoResponse, tags=["service"])
 async def info(request: Request, service: Annotated[Service, Depends(get_service)]) -> InfoResponse:
-    """The loaded model, its input size, the backend and the limits."""
+    """The loaded model, its input sizes (uploads, live stream), the backend and the limits."""
     width, height = service.matcher.input_size
+    live_width, live_height = service.live_matcher.input_size
     return InfoResponse(model=service.matcher.info.name, input_size=ImageSize(width=width, height=height),
+                        live_input_size=ImageSize(width=live_width, height=live_height),
                         backend=service.backend_name, version=request.app.version,
                         max_upload_bytes=service.settings.max_upload_bytes,
                         max_pixels=service.settings.max_pixels)

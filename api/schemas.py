@@ -79,7 +79,8 @@ class HealthResponse(BaseModel):
 
 class InfoResponse(BaseModel):
     model: str
-    input_size: ImageSize = Field(description="the model's input in pixels")
+    input_size: ImageSize = Field(description="input in pixels of the model for /match and /register")
+    live_input_size: ImageSize = Field(description="input in pixels of the live stream's model")
     backend: str
     version: str
     max_upload_bytes: int

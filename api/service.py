@@ -1,5 +1,6 @@
-"""What the routes and the WebSocket share: the loaded matcher, its worker, the limits,
-and the steps of a request, each run off the event loop.
+"""What the routes and the WebSocket share: the loaded matchers (one for uploads, one for
+the live stream; often the same object), their worker, the limits, and the steps of a
+request, each run off the event loop.
 
 Decoding and drawing run on the default thread pool (they release the GIL inside
 OpenCV, so they overlap with inference); only backend calls go through the single
@@ -28,7 +29,8 @@ _IMAGE_ERROR_CODES = {ImageTooLarge: "image_too_large", UnsupportedImageFormat: 
 @dataclass
 class Service:
     settings: ServiceSettings
-    matcher: Matcher
+    matcher: Matcher          # /match and /register
+    live_matcher: Matcher     # the WebSocket stream
     worker: InferenceWorker
 
     @property
@@ -54,12 +56,14 @@ class Service:
                         "invalid_image")
             raise ApiError(error.http_status, code, f"image {name!r}: {error}") from None
 
-    async def match(self, image0: np.ndarray, image1: np.ndarray,
+    async def match(self, image0: np.ndarray, image1: np.ndarray, live: bool = False,
                     **options: Any) -> tuple[Any, float]:
-        """`Matcher.match` on the worker thread. Returns (MatchResult, milliseconds the
-        call took on the worker, queueing excluded). 503 when the queue is full."""
+        """`Matcher.match` of the uploads (or, with `live`, the stream's) matcher on the
+        worker thread. Returns (MatchResult, milliseconds the call took on the worker,
+        queueing excluded). 503 when the queue is full."""
+        matcher = self.live_matcher if live else self.matcher
         try:
-            future = self.worker.submit(_timed, self.matcher.match, image0, image1, **options)
+            future = self.worker.submit(_timed, matcher.match, image0, image1, **options)
         except WorkerBusy:
             raise ApiError(503, "busy", "the server is busy; retry shortly",
                            {"Retry-After": str(self.settings.retry_after_s)}) from None

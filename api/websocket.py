@@ -133,8 +133,10 @@ class StreamSession:
 
     async def run(self) -> None:
         await self.ws.accept()
-        await self.send({"type": "ready", "model": self.service.matcher.info.name,
-                         "backend": self.service.backend_name, **self.settings()})
+        width, height = self.service.live_matcher.input_size
+        await self.send({"type": "ready", "model": self.service.live_matcher.info.name,
+                         "input_size": [width, height], "backend": self.service.backend_name,
+                         **self.settings()})
         processor = asyncio.create_task(self.process_frames())
         try:
             while True:
@@ -246,7 +248,7 @@ class StreamSession:
         options = {"max_matches": self.max_matches}
         if self.threshold is not None:
             options["threshold"] = self.threshold
-        result, inference_ms = await self.service.match(self.reference, frame, **options)
+        result, inference_ms = await self.service.match(self.reference, frame, live=True, **options)
         fps = self.fps.tick()
         await self.overlay_sent()
         await self.send({

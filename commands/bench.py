@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time a random-init coarse_loftr_trt at 640x480: the published seed "
                              "student's architecture and FLOPs")
     parser.add_argument("--pairs", type=int, default=10, help="image pairs (default 10)")
-    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (640, 480)], metavar="WxH,...",
-                        help="input sizes (default 320x240,640x480)")
+    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (480, 360), (640, 480)],
+                        metavar="WxH,...", help="input sizes (default 320x240,480x360,640x480)")
     parser.add_argument("--backends", type=_names, default=None, metavar="NAME,...",
                         help=f"any of {', '.join(k for k in KINDS if k != 'auto')} (default: all available)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per pair (default 3)")

@@ -17,7 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (640, 480)],
                         help="ONNX input sizes WxH, comma-separated")
     parser.add_argument("--default", type=sizes_arg, default=None,
-                        help="input size of the default model (first of --sizes if omitted)")
+                        help="input size of the default model: uploads, CLI, Matcher() "
+                             "(first of --sizes if omitted)")
+    parser.add_argument("--live", type=sizes_arg, default=None,
+                        help="input size of the live-video model (the default's if omitted)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,13 +29,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_file():
         raise CommandError(f"checkpoint not found: {args.checkpoint}")
     default = args.default[0] if args.default else args.sizes[0]
-    if default not in args.sizes:
-        raise CommandError(f"--default {default[0]}x{default[1]} is not among --sizes")
-    descriptions = {
-        (320, 240): "live video and the default: 40x30 coarse grid, learned refinement",
-        (640, 480): "uploads: 80x60 coarse grid, slower",
-    }
-    for model in release(args.checkpoint, args.out, args.sizes, default, args.name, descriptions):
+    live = args.live[0] if args.live else default
+    for option, size in (("--default", default), ("--live", live)):
+        if size not in args.sizes:
+            raise CommandError(f"{option} {size[0]}x{size[1]} is not among --sizes")
+    for model in release(args.checkpoint, args.out, args.sizes, default, args.name, live_size=live):
         print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB) {model.parity}")
-    print(f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]})")
+    print(f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]}, "
+          f"live {args.name}_{live[0]}x{live[1]})")
     return 0

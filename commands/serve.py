@@ -18,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="runtime (default: auto, the fastest available)")
     parser.add_argument("--weights", type=Path,
                         help="an .onnx model or a weights folder (default: the shipped weights)")
-    parser.add_argument("--size", type=size_arg, help="model input WxH (default: the model's)")
+    parser.add_argument("--size", type=size_arg,
+                        help="model input WxH for /match and /register (default: the weights' default)")
+    parser.add_argument("--live-size", type=size_arg,
+                        help="model input WxH of the live stream (default: the weights' live model)")
     parser.add_argument("--threads", type=int, help="CPU threads of the runtime")
     parser.add_argument("--queue-size", type=int, help="waiting jobs before answering 503")
     parser.add_argument("--max-upload-bytes", type=int, help="per image (default 20 MB)")
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from inference.weights import WeightsError, resolve_weights
 
     overrides = {"backend": args.backend, "weights": args.weights, "size": args.size,
+                 "live_size": args.live_size,
                  "num_threads": args.threads, "queue_size": args.queue_size,
                  "max_upload_bytes": args.max_upload_bytes}
     try:
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     # Fail here in one line rather than as a traceback from the app's startup.
     try:
         resolve_weights(settings.weights, settings.size)
+        resolve_weights(settings.weights, settings.live_size, role="live")
     except WeightsError as error:
         raise CommandError(f"{error} (pass --weights PATH.onnx)") from None
     app = create_app(settings)

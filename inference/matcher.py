@@ -50,15 +50,16 @@ class Matcher:
 
     weights: None for the shipped default, a path to an .onnx file, or a folder with a
     weights manifest; backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; size:
-    model input (width, height), picking (or exporting) the model of that size; match:
-    default thresholds; num_threads: CPU threads of the runtime.
+    model input (width, height), picking (or exporting) the model of that size; role:
+    without a size, the manifest's model for "default" use (uploads) or "live" video;
+    match: default thresholds; num_threads: CPU threads of the runtime.
     Not thread-safe: serialise calls to `match` (the service uses one worker thread).
     """
 
     def __init__(self, weights: str | Path | None = None, backend: str = "auto",
                  size: tuple[int, int] | None = None, match: MatchConfig | None = None,
-                 num_threads: int | None = None) -> None:
-        self.files: ModelFiles = resolve_weights(weights, size)
+                 num_threads: int | None = None, role: str = "default") -> None:
+        self.files: ModelFiles = resolve_weights(weights, size, role)
         self.backend = create_backend(backend, onnx_path=self.files.onnx,
                                       checkpoint_path=self.files.checkpoint,
                                       num_threads=num_threads)

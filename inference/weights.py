@@ -2,9 +2,13 @@
 
 A weights directory holds `manifest.json`:
 
-    {"default": "student_320x240",
+    {"default": "student_480x360", "live": "student_320x240",
      "models": {"student_320x240": {"onnx": "student_320x240.onnx", "checkpoint": "student.pt",
-                                    "input_size": [320, 240], "description": "..."}}}
+                                    "input_size": [320, 240], "description": "..."}, ...}}
+
+Two roles name an entry each: `default` (uploads, the CLI, `Matcher()`) and `live` (the
+WebSocket stream, where frame rate matters more than the last pixel); a manifest without
+`live` uses its default for both.
 
 The shipped directory is the top-level `weights` package. An input size with no ONNX
 file is exported on the fly from the entry's checkpoint when PyTorch is installed,
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+#: Manifest keys that name the model for a use: uploads and the CLI, or live video.
+ROLES = ("default", "live")
 
 
 class WeightsError(RuntimeError):
@@ -124,13 +130,16 @@ def export_from_checkpoint(checkpoint: Path, input_size: tuple[int, int]) -> Pat
     return target
 
 
-def resolve_weights(weights: str | Path | None = None,
-                    size: tuple[int, int] | None = None) -> ModelFiles:
-    """Model files for `weights` (None: the shipped default; an .onnx file; or a folder
-    with a manifest) at input `size` (W, H; None: the manifest's default entry).
+def resolve_weights(weights: str | Path | None = None, size: tuple[int, int] | None = None,
+                    role: str = "default") -> ModelFiles:
+    """Model files for `weights` (None: the shipped folder; an .onnx file; or a folder
+    with a manifest) at input `size` (W, H; None: the manifest's entry for `role`, one of
+    `ROLES`). An .onnx file serves every role.
 
     Raises WeightsError when nothing fits, listing the sizes that exist.
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     if weights is not None and Path(weights).suffix.lower() == ".onnx":
         path = Path(weights)
         if not path.is_file():
@@ -142,8 +151,8 @@ def resolve_weights(weights: str | Path | None = None,
                            f"folder with {MANIFEST})")
     manifest = _read_manifest(folder)
     models: dict[str, dict] = manifest["models"]
-    default = manifest.get("default")
-    # The default entry first, so that it wins among entries of the same size.
+    default = manifest.get(role) or manifest.get("default")
+    # The role's entry first, so that it wins among entries of the same size.
     ordered = sorted(models.items(), key=lambda item: item[0] != default)
     candidates = [entry for _, entry in ordered if size is None or entry["input_size"] == size]
     for entry in candidates[:1] if size is None else candidates:

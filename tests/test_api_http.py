@@ -249,3 +249,31 @@ def test_unknown_route_and_method(client):
     assert_error(client.get("/nowhere"), 404, "not_found")
     assert_error(client.get("/match"), 405, "method_not_allowed")
     assert client.get("/health").status_code == 200
+
+
+def test_uploads_and_the_stream_use_their_own_models(tmp_path, random_student_onnx, random_trt_onnx):
+    """A weights folder with a default (uploads) and a live model: /match answers with
+    the default one, the stream with the live one, and /info names both input sizes."""
+    import json
+
+    (tmp_path / "live.onnx").write_bytes(random_student_onnx.read_bytes())
+    (tmp_path / "uploads.onnx").write_bytes(random_trt_onnx.read_bytes())
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "default": "uploads", "live": "live",
+        "models": {"uploads": {"onnx": "uploads.onnx", "input_size": [640, 480]},
+                   "live": {"onnx": "live.onnx", "input_size": [320, 240]}}}))
+    settings = ServiceSettings(weights=tmp_path, num_threads=1)
+    with TestClient(create_app(settings)) as client:
+        info = client.get("/info").json()
+        assert info["input_size"] == {"width": 640, "height": 480}
+        assert info["live_input_size"] == {"width": 320, "height": 240}
+        assert info["model"] == "coarse_loftr_trt"
+        with client.websocket_connect("/ws/stream") as ws:
+            ready = ws.receive_json()
+            assert ready["model"] == "student" and ready["input_size"] == [320, 240]
+    with TestClient(create_app(ServiceSettings(weights=tmp_path, live_size=(640, 480),
+                                               num_threads=1))) as client:
+        assert client.get("/info").json()["live_input_size"] == {"width": 640, "height": 480}
+        service = client.app.state.service
+        assert service.live_matcher is service.matcher     # one model, loaded once
+

@@ -122,8 +122,9 @@ def test_import_inference_stays_torch_free(random_student_onnx, pair):
 
 # -- weights resolution --------------------------------------------------------------
 
-def write_manifest(folder: Path, models: dict, default: str) -> Path:
-    (folder / "manifest.json").write_text(json.dumps({"default": default, "models": models}))
+def write_manifest(folder: Path, models: dict, default: str, live: str | None = None) -> Path:
+    roles = {"default": default} if live is None else {"default": default, "live": live}
+    (folder / "manifest.json").write_text(json.dumps({**roles, "models": models}))
     return folder
 
 
@@ -139,6 +140,24 @@ def test_weights_folder_picks_by_size(tmp_path, random_student_onnx, random_trt_
     assert Matcher(tmp_path, size=(640, 480), num_threads=1).input_size == (640, 480)
     with pytest.raises(WeightsError, match=r"available: 320x240, 640x480"):
         resolve_weights(tmp_path, (800, 600))
+
+
+def test_weights_folder_roles(tmp_path, random_student_onnx, random_trt_onnx):
+    (tmp_path / "small.onnx").write_bytes(random_student_onnx.read_bytes())
+    (tmp_path / "large.onnx").write_bytes(random_trt_onnx.read_bytes())
+    models = {"large": {"onnx": "large.onnx", "input_size": [640, 480]},
+              "small": {"onnx": "small.onnx", "input_size": [320, 240]}}
+    write_manifest(tmp_path, models, default="large", live="small")
+    assert resolve_weights(tmp_path).onnx == tmp_path / "large.onnx"
+    assert resolve_weights(tmp_path, role="live").onnx == tmp_path / "small.onnx"
+    assert resolve_weights(tmp_path, (640, 480), role="live").onnx == tmp_path / "large.onnx"
+    assert Matcher(tmp_path, role="live", num_threads=1).input_size == (320, 240)
+    # One .onnx file serves every role; a manifest without "live" uses its default.
+    assert resolve_weights(random_student_onnx, role="live").onnx == random_student_onnx
+    write_manifest(tmp_path, models, default="large")
+    assert resolve_weights(tmp_path, role="live").onnx == tmp_path / "large.onnx"
+    with pytest.raises(ValueError, match="role must be one of default, live"):
+        resolve_weights(tmp_path, role="uploads")
 
 
 def test_missing_manifest_says_no_weights(tmp_path):

@@ -37,13 +37,14 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     out = tmp_path / "weights"
     result = subprocess.run(
         [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out", str(out),
-         "--sizes", "320x240,160x120", "--default", "160x120"],
+         "--sizes", "320x240,160x120", "--default", "320x240", "--live", "160x120"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "-> OK" in result.stdout  # the export's parity line
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["default"] == "student_160x120"
+    assert manifest["default"] == "student_320x240" and manifest["live"] == "student_160x120"
     assert set(manifest["models"]) == {"student_320x240", "student_160x120"}
+    assert manifest["models"]["student_160x120"]["description"] == "live video; 20x15 coarse grid"
     import torch
 
     slim = torch.load(out / "student.pt", map_location="cpu", weights_only=True)
@@ -54,8 +55,8 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     from inference.io import read_image
 
     image = read_image(SHARED / "data" / "eval-dev" / "pairs" / "0001_a.jpg")  # 640x480
-    for size, matcher in (((160, 120), Matcher(weights=out)),
-                          ((320, 240), Matcher(weights=out, size=(320, 240)))):
+    for size, matcher in (((160, 120), Matcher(weights=out, role="live")),
+                          ((320, 240), Matcher(weights=out))):
         assert matcher.input_size == size
         result = matcher.match(image, image, threshold=0.0)
         assert len(result) > 0
@@ -72,4 +73,10 @@ def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_pa
          str(tmp_path), "--sizes", "320x240", "--default", "640x480"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "not among --sizes" in result.stderr
+    assert "--default 640x480 is not among --sizes" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out",
+         str(tmp_path), "--sizes", "320x240", "--live", "160x120"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--live 160x120 is not among --sizes" in result.stderr

@@ -28,11 +28,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def describe(size: tuple[int, int], stride: int, roles: list[str]) -> str:
+    """The manifest's description of a model, e.g. 'live video; 40x30 coarse grid'."""
+    uses = {"default": "uploads, CLI, Matcher() (default)", "live": "live video"}
+    grid = f"{size[0] // stride}x{size[1] // stride} coarse grid"
+    return "; ".join([uses[role] for role in roles] + [grid])
+
+
 def release(checkpoint: Path, out_dir: Path, sizes: list[tuple[int, int]],
-            default_size: tuple[int, int], name: str, descriptions: dict[tuple[int, int], str]
+            default_size: tuple[int, int], name: str, live_size: tuple[int, int] | None = None
             ) -> list[ReleasedModel]:
     """Write out_dir/{name}.pt, {name}_{W}x{H}.onnx per size, and merge the entries into
-    out_dir/manifest.json (other models already listed there stay)."""
+    out_dir/manifest.json (other models already listed there stay). The manifest's
+    `default` and `live` roles (see `inference.weights`) name the entries of
+    `default_size` and `live_size` (None: the default's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model, config = load_checkpoint(checkpoint)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -43,8 +52,11 @@ def release(checkpoint: Path, out_dir: Path, sizes: list[tuple[int, int]],
                 "training": state}, slim)
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    live_size = live_size or default_size
     released = []
     for size in sizes:
+        roles = [role for role, chosen in (("default", default_size), ("live", live_size))
+                 if chosen == size]
         key = f"{name}_{size[0]}x{size[1]}"
         onnx_path = out_dir / f"{key}.onnx"
         report = export_onnx(model, onnx_path, size)
@@ -53,12 +65,13 @@ def release(checkpoint: Path, out_dir: Path, sizes: list[tuple[int, int]],
             "onnx": onnx_path.name,
             "checkpoint": slim.name,
             "input_size": list(size),
-            "description": descriptions.get(size, ""),
+            "description": describe(size, config.coarse_stride, roles),
             "sha256": _sha256(onnx_path),
         }
         released.append(ReleasedModel(key, onnx_path, size, parity))
-    manifest["default"] = f"{name}_{default_size[0]}x{default_size[1]}"
-    if manifest["default"] not in manifest["models"]:
-        raise ValueError(f"default {manifest['default']} is not among the released models")
+    for role, size in (("default", default_size), ("live", live_size)):
+        manifest[role] = f"{name}_{size[0]}x{size[1]}"
+        if manifest[role] not in manifest["models"]:
+            raise ValueError(f"{role} model {manifest[role]} is not among the released models")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return released
