@@ -211,5 +211,7 @@ async def info(request: Request, service: Annotated[Service, Depends(get_service
 async def page(request: Request, service: Annotated[Service, Depends(get_service)]):
     return request.app.state.templates.TemplateResponse(request, "index.html", {
         "model": service.matcher.info.name, "backend": service.backend_name,
+        "upload_size": "x".join(map(str, service.matcher.input_size)),
+        "live_size": "x".join(map(str, service.live_matcher.input_size)),
         "version": request.app.version, "max_side": service.settings.ws_max_side,
     })

@@ -268,6 +268,7 @@ def test_uploads_and_the_stream_use_their_own_models(tmp_path, random_student_on
         assert info["input_size"] == {"width": 640, "height": 480}
         assert info["live_input_size"] == {"width": 320, "height": 240}
         assert info["model"] == "coarse_loftr_trt"
+        assert "(320x240 live, 640x480 uploads)" in client.get("/").text
         with client.websocket_connect("/ws/stream") as ws:
             ready = ws.receive_json()
             assert ready["model"] == "student" and ready["input_size"] == [320, 240]
