@@ -29,13 +29,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server():
-    # The shipped model, so that the page shows real matches of a real pair (and the
-    # screenshots are worth keeping).
-    from inference.weights import resolve_weights
+    # The shipped weights as `coarse-loftr serve` uses them (live and uploads models), so
+    # that the page shows real matches of a real pair (and the screenshots are worth keeping).
+    from inference.weights import shipped_weights_dir
 
-    model = resolve_weights(None, None).onnx
     url = f"http://127.0.0.1:{loadtest.free_port()}"
-    process = loadtest.start_server(str(model), int(url.rsplit(":", 1)[1]),
+    process = loadtest.start_server(str(shipped_weights_dir()), int(url.rsplit(":", 1)[1]),
                                     threads=1, queue_size=4)
     try:
         loadtest.wait_healthy(url, process)

@@ -29,6 +29,15 @@ def test_default_matcher_is_the_shipped_model(matcher):
     assert matcher.backend.name == "onnxruntime"
 
 
+def test_the_live_model_is_the_live_video_size(matcher):
+    """The stream's model takes 320x240 or less (the live-video setting); the default,
+    for uploads, takes at least as many pixels."""
+    live = Matcher(role="live", num_threads=1)
+    width, height = live.input_size
+    assert live.info.name == "student" and width * height <= 320 * 240
+    assert width * height <= matcher.input_size[0] * matcher.input_size[1]
+
+
 @pytest.mark.skipif(not MANIFEST.exists(), reason="needs ../shared/data/eval-dev")
 def test_refinement_lowers_the_corner_error(matcher):
     pairs = [p for p in load_manifest(MANIFEST) if p.labels.get("difficulty") == "easy"][:12]

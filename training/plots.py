@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 #: (history key, panel title). The combined loss of a distilled run includes the
 #: distillation term, so "supervised" is the loss that compares across runs.
@@ -112,6 +113,10 @@ def plot_runs(runs: list[Run], smoothing: int = 20, x_axis: str = "pairs", title
         for ax, (key, panel_title) in zip(axes[row], panels):
             _panel(ax, runs, key, panel_title, x_key, x_scale, smoothing)
             ax.set_xlabel(x_label)
+            if ax.lines and x_axis == "pairs":
+                # Five-digit pair counts would run into each other: 8k, 16k, ...
+                ax.xaxis.set_major_locator(MaxNLocator(5))
+                ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     handles, labels = [], []
     for ax in axes.ravel():
         for handle, label in zip(*ax.get_legend_handles_labels()):
