@@ -15,6 +15,14 @@ from tests.conftest import SHARED
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def release_cli(checkpoint: Path, out: Path, *options: str, timeout: int = 120
+                ) -> subprocess.CompletedProcess:
+    """`coarse-loftr release CHECKPOINT --out OUT OPTIONS...` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "commands", "release", str(checkpoint), "--out", str(out), *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def training_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint in the trainer's format (config + model + optimiser state)."""
@@ -35,10 +43,8 @@ def training_checkpoint(tmp_path_factory) -> Path:
 
 def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path):
     out = tmp_path / "weights"
-    result = subprocess.run(
-        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out", str(out),
-         "--sizes", "320x240,160x120", "--default", "320x240", "--live", "160x120"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = release_cli(training_checkpoint, out, "--sizes", "320x240,160x120",
+                         "--default", "320x240", "--live", "160x120", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "-> OK" in result.stdout  # the export's parity line
     manifest = json.loads((out / "manifest.json").read_text())
@@ -68,15 +74,9 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
 
 
 def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out",
-         str(tmp_path), "--sizes", "320x240", "--default", "640x480"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = release_cli(training_checkpoint, tmp_path, "--sizes", "320x240", "--default", "640x480")
     assert result.returncode == 2
     assert "--default 640x480 is not among --sizes" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "commands", "release", str(training_checkpoint), "--out",
-         str(tmp_path), "--sizes", "320x240", "--live", "160x120"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = release_cli(training_checkpoint, tmp_path, "--sizes", "320x240", "--live", "160x120")
     assert result.returncode == 2
     assert "--live 160x120 is not among --sizes" in result.stderr
