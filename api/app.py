@@ -7,22 +7,20 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from inference import Matcher
-from inference.weights import resolve_weights
+from coarse_loftr.inference import Matcher
+from coarse_loftr.inference.paths import STATIC_DIR, TEMPLATES_DIR
+from coarse_loftr.inference.weights import resolve_weights
 
 from . import routes, websocket
 from .errors import error_response, install_error_handlers
 from .service import Service
 from .settings import ServiceSettings
 from .worker import InferenceWorker
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _version() -> str:
@@ -43,17 +41,18 @@ class BodyLimit:
         if scope["type"] == "http" and scope["method"] == "POST":
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                response = error_response(413, "request_too_large",
-                                          f"the request has {int(length)} bytes; the limit is "
-                                          f"{self.max_bytes}")
+                response = error_response(
+                    413,
+                    "request_too_large",
+                    f"the request has {int(length)} bytes; the limit is {self.max_bytes}",
+                )
                 return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
 def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
     """(uploads matcher, live-stream matcher); one object when both resolve to one model."""
-    options = {"weights": settings.weights, "backend": settings.backend,
-               "num_threads": settings.num_threads}
+    options = {"weights": settings.weights, "backend": settings.backend, "num_threads": settings.num_threads}
     uploads = Matcher(size=settings.size, **options)
     live_files = resolve_weights(settings.weights, settings.live_size, role="live")
     if live_files.onnx == uploads.files.onnx:
@@ -61,8 +60,11 @@ def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
     return uploads, Matcher(size=settings.live_size, role="live", **options)
 
 
-def create_app(settings: ServiceSettings | None = None, matcher: Matcher | None = None,
-               live_matcher: Matcher | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings | None = None,
+    matcher: Matcher | None = None,
+    live_matcher: Matcher | None = None,
+) -> FastAPI:
     """settings: limits and model options (default: from COARSE_LOFTR_* variables);
     matcher / live_matcher: already loaded matchers to serve (uploads / stream) instead of
     loading them; the stream uses `matcher` when only that one is given."""
@@ -81,11 +83,15 @@ def create_app(settings: ServiceSettings | None = None, matcher: Matcher | None 
         finally:
             worker.close()
 
-    app = FastAPI(title="coarse-loftr", version=_version(), lifespan=lifespan,
-                  description="Detector-free local feature matching (a distilled coarse LoFTR): "
-                              "matches, homographies and a live WebSocket stream.")
-    app.state.templates = Jinja2Templates(directory=ROOT / "templates")
-    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app = FastAPI(
+        title="coarse-loftr",
+        version=_version(),
+        lifespan=lifespan,
+        description="Detector-free local feature matching (a distilled coarse LoFTR): "
+        "matches, homographies and a live WebSocket stream.",
+    )
+    app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(websocket.router)

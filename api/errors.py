@@ -17,16 +17,17 @@ log = logging.getLogger("coarse_loftr.api")
 class ApiError(Exception):
     """An expected failure with its HTTP status; raised anywhere below a route."""
 
-    def __init__(self, status: int, code: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def error_response(status: int, code: str, detail: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ErrorResponse(error=code, detail=detail).model_dump(),
-                        status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        ErrorResponse(error=code, detail=detail).model_dump(), status_code=status, headers=headers
+    )
 
 
 def _describe_validation(error: RequestValidationError) -> str:
@@ -48,7 +49,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            error.status_code, "http_error"
+        )
         return error_response(error.status_code, code, str(error.detail), error.headers)
 
     @app.exception_handler(Exception)

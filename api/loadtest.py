@@ -1,4 +1,4 @@
-"""Load test of a real server: `python -m api.loadtest --weights MODEL.onnx`.
+"""Load test of a real server: `python -m coarse_loftr.api.loadtest --weights MODEL.onnx`.
 
 Starts `coarse-loftr serve` on 127.0.0.1 (or uses `--url`), then runs N concurrent
 `/match` clients and M WebSocket streams side by side for a bounded time and count,
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,7 +26,9 @@ import httpx
 import numpy as np
 import websockets
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from coarse_loftr.inference.paths import SHARED_DATA
+
+SHARED = SHARED_DATA
 
 
 def default_pair() -> tuple[Path, Path]:
@@ -81,15 +82,17 @@ class Stats:
     overlays: int = 0
 
     def summary(self, seconds: float) -> dict:
-        return {"completed": len(self.latencies_ms),
-                "per_s": round(len(self.latencies_ms) / seconds, 2) if seconds else 0.0,
-                "p50_ms": round(percentile(self.latencies_ms, 50), 2),
-                "p99_ms": round(percentile(self.latencies_ms, 99), 2),
-                "busy_503": self.busy, "errors": self.errors}
+        return {
+            "completed": len(self.latencies_ms),
+            "per_s": round(len(self.latencies_ms) / seconds, 2) if seconds else 0.0,
+            "p50_ms": round(percentile(self.latencies_ms, 50), 2),
+            "p99_ms": round(percentile(self.latencies_ms, 99), 2),
+            "busy_503": self.busy,
+            "errors": self.errors,
+        }
 
 
-async def http_client(url: str, a: bytes, b: bytes, deadline: float, budget: list[int],
-                      stats: Stats) -> None:
+async def http_client(url: str, a: bytes, b: bytes, deadline: float, budget: list[int], stats: Stats) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         while time.perf_counter() < deadline and budget[0] > 0:
             budget[0] -= 1
@@ -104,14 +107,12 @@ async def http_client(url: str, a: bytes, b: bytes, deadline: float, budget: lis
                 stats.errors += 1
 
 
-async def ws_stream(url: str, frames: list[bytes], deadline: float, max_frames: int,
-                    stats: Stats) -> None:
+async def ws_stream(url: str, frames: list[bytes], deadline: float, max_frames: int, stats: Stats) -> None:
     """Like the page: send a frame, send the next one when its result arrives. Overlays
     trail their result (the server draws one while it matches the next frame) and are
     counted as they come; latency is from sending a frame to its result."""
-    async with websockets.connect(url.replace("http", "ws", 1) + "/ws/stream",
-                                  max_size=2**24) as ws:
-        json.loads(await ws.recv())                       # ready
+    async with websockets.connect(url.replace("http", "ws", 1) + "/ws/stream", max_size=2**24) as ws:
+        json.loads(await ws.recv())  # ready
         waiting, start = False, 0.0
         while True:
             if not waiting:
@@ -139,12 +140,13 @@ async def ws_stream(url: str, frames: list[bytes], deadline: float, max_frames: 
                 stats.overlays += 1
 
 
-def bare_matcher(weights: str, a: Path, b: Path, frames: list[bytes], repeats: int,
-                 threads: int | None) -> dict:
+def bare_matcher(
+    weights: str, a: Path, b: Path, frames: list[bytes], repeats: int, threads: int | None
+) -> dict:
     """Median `Matcher.match` on the /match pair, and frames per second of match +
     nothing else on consecutive video frames against the first (the stream's work)."""
-    from inference import Matcher
-    from inference.io import decode_image, read_image
+    from coarse_loftr.inference import Matcher
+    from coarse_loftr.inference.io import decode_image, read_image
 
     matcher = Matcher(weights=weights, num_threads=threads)
     image0, image1 = read_image(a), read_image(b)
@@ -177,13 +179,23 @@ def compare_with_bare(report: dict, before: dict, after: dict) -> dict:
 
 
 def start_server(weights: str, port: int, threads: int | None, queue_size: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "commands", "serve", "--weights", weights, "--port", str(port),
-               "--log-level", "warning", "--queue-size", str(queue_size)]
+    command = [
+        sys.executable,
+        "-m",
+        "coarse_loftr",
+        "serve",
+        "--weights",
+        weights,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--queue-size",
+        str(queue_size),
+    ]
     if threads:
         command += ["--threads", str(threads)]
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen(command, cwd=root, env=env)
+    return subprocess.Popen(command)
 
 
 def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 60.0) -> None:
@@ -200,27 +212,44 @@ def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 60
     raise SystemExit(f"the server at {url} did not become healthy in {timeout:.0f} s")
 
 
-async def run_load(url: str, a: bytes, b: bytes, frames: list[bytes], clients: int, streams: int,
-                   seconds: float, requests: int, stream_frames: int) -> dict:
+async def run_load(
+    url: str,
+    a: bytes,
+    b: bytes,
+    frames: list[bytes],
+    clients: int,
+    streams: int,
+    seconds: float,
+    requests: int,
+    stream_frames: int,
+) -> dict:
     http, ws = Stats(), [Stats() for _ in range(streams)]
     budget = [requests]
     start = time.perf_counter()
     deadline = start + seconds
-    await asyncio.gather(*[http_client(url, a, b, deadline, budget, http) for _ in range(clients)],
-                         *[ws_stream(url, frames, deadline, stream_frames, s) for s in ws])
+    await asyncio.gather(
+        *[http_client(url, a, b, deadline, budget, http) for _ in range(clients)],
+        *[ws_stream(url, frames, deadline, stream_frames, s) for s in ws],
+    )
     elapsed = time.perf_counter() - start
     report = {"seconds": round(elapsed, 2)}
     if clients:
         report["match"] = http.summary(elapsed)
     for i, stats in enumerate(ws):
-        report[f"stream{i}"] = {**stats.summary(elapsed), "fps": round(stats.overlays / elapsed, 2),
-                                "frames_sent": stats.frames, "overlays": stats.overlays,
-                                "dropped": stats.dropped}
+        report[f"stream{i}"] = {
+            **stats.summary(elapsed),
+            "fps": round(stats.overlays / elapsed, 2),
+            "frames_sent": stats.frames,
+            "overlays": stats.overlays,
+            "dropped": stats.dropped,
+        }
     return report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m api.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m coarse_loftr.api.loadtest", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--weights", required=True, help="model for the server (.onnx)")
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent /match clients")
@@ -230,8 +259,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-frames", type=int, default=1000, help="bound per stream")
     parser.add_argument("--threads", type=int, help="runtime threads (server and baseline)")
     parser.add_argument("--queue-size", type=int, default=8)
-    parser.add_argument("--baseline", action="store_true",
-                        help="time the bare Matcher before and after the load, and compare")
+    parser.add_argument(
+        "--baseline", action="store_true", help="time the bare Matcher before and after the load, and compare"
+    )
     parser.add_argument("--repeats", type=int, default=100, help="bare Matcher calls per timing")
     parser.add_argument("--pair", nargs=2, type=Path, help="images for /match (default: eval-dev 0001)")
     parser.add_argument("--video", type=Path, default=None, help="clip for the streams")
@@ -258,8 +288,21 @@ def main(argv: list[str] | None = None) -> dict:
         asyncio.run(run_load(url, a, b, frames, 1, 1, 10.0, 5, 5))
         if process is not None:
             report["server_rss_mb_before"] = round(rss_mb(process.pid), 1)
-        report.update(asyncio.run(run_load(url, a, b, frames, args.clients, args.streams,
-                                           args.seconds, args.requests, args.stream_frames)))
+        report.update(
+            asyncio.run(
+                run_load(
+                    url,
+                    a,
+                    b,
+                    frames,
+                    args.clients,
+                    args.streams,
+                    args.seconds,
+                    args.requests,
+                    args.stream_frames,
+                )
+            )
+        )
         if process is not None:
             report["server_rss_mb_after"] = round(rss_mb(process.pid), 1)
     finally:

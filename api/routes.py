@@ -13,18 +13,25 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
-from inference import draw_matches, estimate_fundamental, estimate_homography, warp_blend
-from inference.config import MatchConfig, RegistrationConfig
+from coarse_loftr.inference import draw_matches, estimate_fundamental, estimate_homography, warp_blend
+from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
 
 from .errors import ApiError, responses
-from .schemas import (HealthResponse, ImageSize, InfoResponse, MatchResponse, OutputFormat,
-                      RansacMethod, RegisterResponse, Timings)
+from .schemas import (
+    HealthResponse,
+    ImageSize,
+    InfoResponse,
+    MatchResponse,
+    OutputFormat,
+    RansacMethod,
+    RegisterResponse,
+    Timings,
+)
 from .service import Service
 
 router = APIRouter()
 
-_PNG = {"content": {"image/png": {}}, "description": "the overlay image (format=png or "
-        "Accept: image/png)"}
+_PNG = {"content": {"image/png": {}}, "description": "the overlay image (format=png or Accept: image/png)"}
 
 
 def get_service(request: Request) -> Service:
@@ -42,16 +49,15 @@ class MatchOptions:
 
 
 def match_options(
-    threshold: Annotated[float, Query(ge=0.0, le=1.0, description="minimum confidence")]
-        = MatchConfig.threshold,
-    max_matches: Annotated[int | None, Query(ge=1, le=100_000,
-                                             description="keep the most confident")] = None,
-    refine: Annotated[bool, Query(description="sub-cell refinement of b's points")]
-        = MatchConfig.refine,
-    ransac: Annotated[RansacMethod, Query(description="robust geometry to fit")]
-        = RansacMethod.none,
-    ransac_threshold: Annotated[float, Query(gt=0.0, le=100.0, description="inlier threshold, "
-                                             "pixels of b")] = RegistrationConfig.threshold_px,
+    threshold: Annotated[
+        float, Query(ge=0.0, le=1.0, description="minimum confidence")
+    ] = MatchConfig.threshold,
+    max_matches: Annotated[int | None, Query(ge=1, le=100_000, description="keep the most confident")] = None,
+    refine: Annotated[bool, Query(description="sub-cell refinement of b's points")] = MatchConfig.refine,
+    ransac: Annotated[RansacMethod, Query(description="robust geometry to fit")] = RansacMethod.none,
+    ransac_threshold: Annotated[
+        float, Query(gt=0.0, le=100.0, description="inlier threshold, pixels of b")
+    ] = RegistrationConfig.threshold_px,
     format: Annotated[OutputFormat | None, Query(description="json (default) or png")] = None,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> MatchOptions:
@@ -76,20 +82,22 @@ class _Run:
 
     image0: np.ndarray
     image1: np.ndarray
-    result: object            # inference.MatchResult
+    result: object  # inference.MatchResult
     inference_ms: float
     start: float
     decoded: float
     matched: float
 
     def timings(self) -> Timings:
-        return Timings(decode=round((self.decoded - self.start) * 1000.0, 3),
-                       inference=round(self.inference_ms, 3),
-                       postprocess=_ms(self.matched), total=_ms(self.start))
+        return Timings(
+            decode=round((self.decoded - self.start) * 1000.0, 3),
+            inference=round(self.inference_ms, 3),
+            postprocess=_ms(self.matched),
+            total=_ms(self.start),
+        )
 
 
-async def _decode_and_match(service: Service, a: UploadFile, b: UploadFile,
-                            options: MatchOptions) -> _Run:
+async def _decode_and_match(service: Service, a: UploadFile, b: UploadFile, options: MatchOptions) -> _Run:
     start = time.perf_counter()
     for name, upload in (("a", a), ("b", b)):
         if upload.size is not None:
@@ -97,9 +105,9 @@ async def _decode_and_match(service: Service, a: UploadFile, b: UploadFile,
     data_a, data_b = await a.read(), await b.read()
     image0, image1 = await asyncio.gather(service.decode("a", data_a), service.decode("b", data_b))
     decoded = time.perf_counter()
-    result, inference_ms = await service.match(image0, image1, threshold=options.threshold,
-                                               max_matches=options.max_matches,
-                                               refine=options.refine)
+    result, inference_ms = await service.match(
+        image0, image1, threshold=options.threshold, max_matches=options.max_matches, refine=options.refine
+    )
     return _Run(image0, image1, result, inference_ms, start, decoded, time.perf_counter())
 
 
@@ -119,14 +127,25 @@ def _ms(start: float) -> float:
 
 
 def _matrix(geometry) -> list[list[float]] | None:
-    return None if geometry is None or geometry.matrix is None else np.asarray(
-        geometry.matrix, dtype=float).tolist()
+    return (
+        None
+        if geometry is None or geometry.matrix is None
+        else np.asarray(geometry.matrix, dtype=float).tolist()
+    )
 
 
-@router.post("/match", response_model=MatchResponse, tags=["matching"],
-             responses={200: _PNG, **responses(400, 413, 415, 422, 503)})
-async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends(match_options)],
-                service: Annotated[Service, Depends(get_service)]):
+@router.post(
+    "/match",
+    response_model=MatchResponse,
+    tags=["matching"],
+    responses={200: _PNG, **responses(400, 413, 415, 422, 503)},
+)
+async def match(
+    a: UploadA,
+    b: UploadB,
+    options: Annotated[MatchOptions, Depends(match_options)],
+    service: Annotated[Service, Depends(get_service)],
+):
     """Match two images. JSON by default; `format=png` answers the side-by-side overlay."""
     run = await _decode_and_match(service, a, b, options)
     image0, image1, result = run.image0, run.image1, run.result
@@ -138,8 +157,15 @@ async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends
         elif options.ransac == RansacMethod.fundamental:
             geometry = estimate_fundamental(result, threshold_px=options.ransac_threshold)
         inliers = None if geometry is None else geometry.inliers
-        image = _png(draw_matches(image0, image1, result.keypoints0, result.keypoints1,
-                                  result.confidence, inliers=inliers)) if options.png else None
+        image = (
+            _png(
+                draw_matches(
+                    image0, image1, result.keypoints0, result.keypoints1, result.confidence, inliers=inliers
+                )
+            )
+            if options.png
+            else None
+        )
         return geometry, image
 
     geometry, image = await asyncio.to_thread(postprocess)
@@ -150,19 +176,29 @@ async def match(a: UploadA, b: UploadB, options: Annotated[MatchOptions, Depends
         keypoints0=result.keypoints0.tolist(),
         keypoints1=result.keypoints1.tolist(),
         confidence=result.confidence.tolist(),
-        image_size0=_size(image0), image_size1=_size(image1),
+        image_size0=_size(image0),
+        image_size1=_size(image1),
         homography=_matrix(geometry),
         inliers=None if geometry is None else np.asarray(geometry.inliers, bool).tolist(),
         num_inliers=None if geometry is None else int(geometry.num_inliers),
-        timings_ms=run.timings(), model=result.model, backend=result.backend,
+        timings_ms=run.timings(),
+        model=result.model,
+        backend=result.backend,
     )
 
 
-@router.post("/register", response_model=RegisterResponse, tags=["matching"],
-             responses={200: _PNG, **responses(400, 413, 415, 422, 503)})
-async def register(a: UploadA, b: UploadB,
-                   options: Annotated[MatchOptions, Depends(match_options)],
-                   service: Annotated[Service, Depends(get_service)]):
+@router.post(
+    "/register",
+    response_model=RegisterResponse,
+    tags=["matching"],
+    responses={200: _PNG, **responses(400, 413, 415, 422, 503)},
+)
+async def register(
+    a: UploadA,
+    b: UploadB,
+    options: Annotated[MatchOptions, Depends(match_options)],
+    service: Annotated[Service, Depends(get_service)],
+):
     """Fit a homography from a to b and blend a, warped, over b. The `ransac` option is
     ignored (always a homography); `format=png` answers the blended image itself."""
     run = await _decode_and_match(service, a, b, options)
@@ -177,15 +213,22 @@ async def register(a: UploadA, b: UploadB,
     geometry, overlay = await asyncio.to_thread(postprocess)
     if options.png:
         if overlay is None:
-            raise ApiError(422, "no_homography", f"no homography found from "
-                           f"{len(result.confidence)} matches; try a lower threshold")
+            raise ApiError(
+                422,
+                "no_homography",
+                f"no homography found from {len(result.confidence)} matches; try a lower threshold",
+            )
         return Response(overlay, media_type="image/png")
     return RegisterResponse(
-        homography=_matrix(geometry), num_matches=len(result.confidence),
+        homography=_matrix(geometry),
+        num_matches=len(result.confidence),
         num_inliers=int(geometry.num_inliers),
-        image_size0=_size(image0), image_size1=_size(image1),
+        image_size0=_size(image0),
+        image_size1=_size(image1),
         overlay_png=None if overlay is None else base64.b64encode(overlay).decode("ascii"),
-        timings_ms=run.timings(), model=result.model, backend=result.backend,
+        timings_ms=run.timings(),
+        model=result.model,
+        backend=result.backend,
     )
 
 
@@ -200,18 +243,28 @@ async def info(request: Request, service: Annotated[Service, Depends(get_service
     """The loaded model, its input sizes (uploads, live stream), the backend and the limits."""
     width, height = service.matcher.input_size
     live_width, live_height = service.live_matcher.input_size
-    return InfoResponse(model=service.matcher.info.name, input_size=ImageSize(width=width, height=height),
-                        live_input_size=ImageSize(width=live_width, height=live_height),
-                        backend=service.backend_name, version=request.app.version,
-                        max_upload_bytes=service.settings.max_upload_bytes,
-                        max_pixels=service.settings.max_pixels)
+    return InfoResponse(
+        model=service.matcher.info.name,
+        input_size=ImageSize(width=width, height=height),
+        live_input_size=ImageSize(width=live_width, height=live_height),
+        backend=service.backend_name,
+        version=request.app.version,
+        max_upload_bytes=service.settings.max_upload_bytes,
+        max_pixels=service.settings.max_pixels,
+    )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page(request: Request, service: Annotated[Service, Depends(get_service)]):
-    return request.app.state.templates.TemplateResponse(request, "index.html", {
-        "model": service.matcher.info.name, "backend": service.backend_name,
-        "upload_size": "x".join(map(str, service.matcher.input_size)),
-        "live_size": "x".join(map(str, service.live_matcher.input_size)),
-        "version": request.app.version, "max_side": service.settings.ws_max_side,
-    })
+    return request.app.state.templates.TemplateResponse(
+        request,
+        "index.html",
+        {
+            "model": service.matcher.info.name,
+            "backend": service.backend_name,
+            "upload_size": "x".join(map(str, service.matcher.input_size)),
+            "live_size": "x".join(map(str, service.live_matcher.input_size)),
+            "version": request.app.version,
+            "max_side": service.settings.ws_max_side,
+        },
+    )

@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 Point = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) in pixels")]
-Matrix3x3 = Annotated[list[Annotated[list[float], Field(min_length=3, max_length=3)]],
-                      Field(min_length=3, max_length=3)]
+Matrix3x3 = Annotated[
+    list[Annotated[list[float], Field(min_length=3, max_length=3)]], Field(min_length=3, max_length=3)
+]
 
 
 class RansacMethod(str, Enum):
@@ -48,8 +49,10 @@ class MatchResponse(BaseModel):
     image_size0: ImageSize
     image_size1: ImageSize
     homography: Matrix3x3 | None = Field(
-        None, description="3x3 matrix mapping a's pixels to b's (ransac=homography) or the "
-                          "fundamental matrix (ransac=fundamental); null when not asked or not found")
+        None,
+        description="3x3 matrix mapping a's pixels to b's (ransac=homography) or the "
+        "fundamental matrix (ransac=fundamental); null when not asked or not found",
+    )
     inliers: list[bool] | None = Field(None, description="per match, when RANSAC ran")
     num_inliers: int | None = None
     timings_ms: Timings
@@ -66,7 +69,8 @@ class RegisterResponse(BaseModel):
     image_size0: ImageSize
     image_size1: ImageSize
     overlay_png: str | None = Field(
-        description="base64 PNG: image a warped onto b and blended; null without a homography")
+        description="base64 PNG: image a warped onto b and blended; null without a homography"
+    )
     timings_ms: Timings
     model: str
     backend: str

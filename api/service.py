@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from inference import Matcher
-from inference.io import ImageError, ImageTooLarge, UnsupportedImageFormat, decode_image
+from coarse_loftr.inference import Matcher
+from coarse_loftr.inference.io import ImageError, ImageTooLarge, UnsupportedImageFormat, decode_image
 
 from .errors import ApiError
 from .settings import ServiceSettings
@@ -29,8 +29,8 @@ _IMAGE_ERROR_CODES = {ImageTooLarge: "image_too_large", UnsupportedImageFormat: 
 @dataclass
 class Service:
     settings: ServiceSettings
-    matcher: Matcher          # /match and /register
-    live_matcher: Matcher     # the WebSocket stream
+    matcher: Matcher  # /match and /register
+    live_matcher: Matcher  # the WebSocket stream
     worker: InferenceWorker
 
     @property
@@ -42,9 +42,11 @@ class Service:
         if size == 0:
             raise ApiError(422, "empty_image", f"image {name!r} is empty")
         if size > self.settings.max_upload_bytes:
-            raise ApiError(413, "image_too_large",
-                           f"image {name!r} has {size} bytes; the limit is "
-                           f"{self.settings.max_upload_bytes}")
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"image {name!r} has {size} bytes; the limit is {self.settings.max_upload_bytes}",
+            )
 
     async def decode(self, name: str, data: bytes) -> np.ndarray:
         """Bytes -> image ((H, W[, C]) uint8 / uint16), or an ApiError naming the part."""
@@ -52,12 +54,14 @@ class Service:
         try:
             return await asyncio.to_thread(decode_image, data, self.settings.max_pixels)
         except ImageError as error:
-            code = next((c for cls, c in _IMAGE_ERROR_CODES.items() if isinstance(error, cls)),
-                        "invalid_image")
+            code = next(
+                (c for cls, c in _IMAGE_ERROR_CODES.items() if isinstance(error, cls)), "invalid_image"
+            )
             raise ApiError(error.http_status, code, f"image {name!r}: {error}") from None
 
-    async def match(self, image0: np.ndarray, image1: np.ndarray, live: bool = False,
-                    **options: Any) -> tuple[Any, float]:
+    async def match(
+        self, image0: np.ndarray, image1: np.ndarray, live: bool = False, **options: Any
+    ) -> tuple[Any, float]:
         """`Matcher.match` of the uploads (or, with `live`, the stream's) matcher on the
         worker thread. Returns (MatchResult, milliseconds the call took on the worker,
         queueing excluded). 503 when the queue is full."""
@@ -65,8 +69,12 @@ class Service:
         try:
             future = self.worker.submit(_timed, matcher.match, image0, image1, **options)
         except WorkerBusy:
-            raise ApiError(503, "busy", "the server is busy; retry shortly",
-                           {"Retry-After": str(self.settings.retry_after_s)}) from None
+            raise ApiError(
+                503,
+                "busy",
+                "the server is busy; retry shortly",
+                {"Retry-After": str(self.settings.retry_after_s)},
+            ) from None
         return await future
 
 

@@ -17,11 +17,15 @@ class ServiceSettings(BaseSettings):
 
     weights: Path | None = Field(None, description="ONNX model (or engine) to serve; None: shipped weights")
     backend: str = Field("auto", description="auto | onnxruntime | tensorrt | torch")
-    size: tuple[int, int] | None = Field(None, description="model input (width, height) for uploads; "
-                                         "None: the weights' default model")
-    live_size: tuple[int, int] | None = Field(None, description="model input (width, height) of the live "
-                                              "stream; None: the weights' live model")
-    num_threads: int | None = Field(None, ge=1, description="intra-op threads of the backend; None: its default")
+    size: tuple[int, int] | None = Field(
+        None, description="model input (width, height) for uploads; None: the weights' default model"
+    )
+    live_size: tuple[int, int] | None = Field(
+        None, description="model input (width, height) of the live stream; None: the weights' live model"
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="intra-op threads of the backend; None: its default"
+    )
 
     # Uploads. Bytes are checked while reading; pixels from the header, before decoding
     # (a tiny PNG may claim 50000 x 50000 pixels).

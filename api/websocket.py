@@ -32,8 +32,8 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from inference import draw_matches
-from inference.preprocess import to_bgr8
+from coarse_loftr.inference import draw_matches
+from coarse_loftr.inference.preprocess import to_bgr8
 
 from .errors import ApiError
 from .service import Service
@@ -68,8 +68,7 @@ class Settings(_Control):
     size: int | None = Field(None, ge=64, le=4096)
 
 
-Control = Annotated[SetReference | ClearReference | Pause | Resume | Settings,
-                    Field(discriminator="type")]
+Control = Annotated[SetReference | ClearReference | Pause | Resume | Settings, Field(discriminator="type")]
 _CONTROL = TypeAdapter(Control)
 _KINDS = ("set_reference", "clear_reference", "pause", "resume", "settings")
 
@@ -101,11 +100,16 @@ def fit_frame(image: np.ndarray, max_side: int) -> np.ndarray:
     return image
 
 
-def render_overlay(reference: np.ndarray, frame: np.ndarray, result: Any, fps: float,
-                   quality: int) -> bytes:
+def render_overlay(reference: np.ndarray, frame: np.ndarray, result: Any, fps: float, quality: int) -> bytes:
     """Reference | frame with the matches and the server FPS drawn, as JPEG bytes."""
-    canvas = draw_matches(reference, frame, result.keypoints0, result.keypoints1,
-                          result.confidence, text=f"{fps:.1f} FPS  {len(result)} matches")
+    canvas = draw_matches(
+        reference,
+        frame,
+        result.keypoints0,
+        result.keypoints1,
+        result.confidence,
+        text=f"{fps:.1f} FPS  {len(result)} matches",
+    )
     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("could not encode the overlay")
@@ -117,7 +121,7 @@ class StreamSession:
 
     def __init__(self, websocket: WebSocket, service: Service) -> None:
         self.ws, self.service = websocket, service
-        self.threshold: float | None = None        # None: the matcher's default
+        self.threshold: float | None = None  # None: the matcher's default
         self.max_matches: int | None = None
         self.max_side = service.settings.ws_max_side
         self.reference: np.ndarray | None = None
@@ -134,9 +138,15 @@ class StreamSession:
     async def run(self) -> None:
         await self.ws.accept()
         width, height = self.service.live_matcher.input_size
-        await self.send({"type": "ready", "model": self.service.live_matcher.info.name,
-                         "input_size": [width, height], "backend": self.service.backend_name,
-                         **self.settings()})
+        await self.send(
+            {
+                "type": "ready",
+                "model": self.service.live_matcher.info.name,
+                "input_size": [width, height],
+                "backend": self.service.backend_name,
+                **self.settings(),
+            }
+        )
         processor = asyncio.create_task(self.process_frames())
         try:
             while True:
@@ -170,8 +180,9 @@ class StreamSession:
         frame_id = self.received
         limit = self.service.settings.ws_max_frame_bytes
         if len(data) > limit:
-            await self.error("frame_too_large", f"frame has {len(data)} bytes; the limit is {limit}",
-                             frame_id=frame_id)
+            await self.error(
+                "frame_too_large", f"frame has {len(data)} bytes; the limit is {limit}", frame_id=frame_id
+            )
         elif self.paused:
             await self.send({"type": "skipped", "frame_id": frame_id, "reason": "paused"})
         else:
@@ -187,21 +198,27 @@ class StreamSession:
             return await self.error("invalid_json", "control messages must be JSON objects")
         if not isinstance(data, dict) or data.get("type") not in _KINDS:
             kind = data.get("type") if isinstance(data, dict) else None
-            return await self.error("unknown_message", f"unknown message type {kind!r}; "
-                                    f"expected one of {', '.join(_KINDS)}")
+            return await self.error(
+                "unknown_message", f"unknown message type {kind!r}; expected one of {', '.join(_KINDS)}"
+            )
         try:
             control = _CONTROL.validate_python(data)
         except ValidationError as error:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'message'}: {e['msg']}"
-                               for e in error.errors())
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc'][1:])) or 'message'}: {e['msg']}" for e in error.errors()
+            )
             return await self.error("invalid_message", detail)
         if isinstance(control, SetReference):
             if self.last_frame is None:
-                self.reference = None        # the next frame becomes the reference
+                self.reference = None  # the next frame becomes the reference
             else:
                 self.reference_id, self.reference = self.last_frame
-            await self.send({"type": "reference_set", "frame_id": self.reference_id
-                             if self.reference is not None else None})
+            await self.send(
+                {
+                    "type": "reference_set",
+                    "frame_id": self.reference_id if self.reference is not None else None,
+                }
+            )
         elif isinstance(control, ClearReference):
             self.reference = self.reference_id = None
             await self.send({"type": "reference_cleared"})
@@ -251,13 +268,19 @@ class StreamSession:
         result, inference_ms = await self.service.match(self.reference, frame, live=True, **options)
         fps = self.fps.tick()
         await self.overlay_sent()
-        await self.send({
-            "type": "result", "frame_id": frame_id, "reference_id": self.reference_id,
-            "num_matches": len(result.confidence), "inference_ms": round(inference_ms, 2),
-            "processing_ms": round((time.perf_counter() - start) * 1000.0, 2),
-            "server_fps": round(fps, 2), "frames_dropped": self.dropped,
-            "frames_received": self.received,
-        })
+        await self.send(
+            {
+                "type": "result",
+                "frame_id": frame_id,
+                "reference_id": self.reference_id,
+                "num_matches": len(result.confidence),
+                "inference_ms": round(inference_ms, 2),
+                "processing_ms": round((time.perf_counter() - start) * 1000.0, 2),
+                "server_fps": round(fps, 2),
+                "frames_dropped": self.dropped,
+                "frames_received": self.received,
+            }
+        )
         self.overlay_task = asyncio.create_task(self.send_overlay(self.reference, frame, result, fps))
 
     async def overlay_sent(self) -> None:
@@ -266,10 +289,10 @@ class StreamSession:
             task, self.overlay_task = self.overlay_task, None
             await task
 
-    async def send_overlay(self, reference: np.ndarray, frame: np.ndarray, result: Any,
-                           fps: float) -> None:
-        overlay = await asyncio.to_thread(render_overlay, reference, frame, result, fps,
-                                          self.service.settings.overlay_quality)
+    async def send_overlay(self, reference: np.ndarray, frame: np.ndarray, result: Any, fps: float) -> None:
+        overlay = await asyncio.to_thread(
+            render_overlay, reference, frame, result, fps, self.service.settings.overlay_quality
+        )
         async with self.send_lock:
             await self.ws.send_bytes(overlay)
 

@@ -14,10 +14,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from coarse_loftr.inference.errors import ResourceBusy
+
 T = TypeVar("T")
 
 
-class WorkerBusy(RuntimeError):
+class WorkerBusy(ResourceBusy):
     """The queue is full: try again later."""
 
 

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from coarse_loftr.inference.errors import CoarseLoftrError, InvalidInput  # noqa: F401 (main)
+
 #: subcommand -> (module under `commands`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "match": ("match", "match two images, print matches and the homography, draw them"),
@@ -22,13 +24,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CommandError(Exception):
+class CommandError(InvalidInput):
     """An expected failure (missing file, bad option): printed as one line, exit 2."""
 
 
 def size_arg(text: str) -> tuple[int, int]:
     """argparse type: '640x480' -> (640, 480)."""
-    from inference.weights import parse_size
+    from coarse_loftr.inference.weights import parse_size
 
     try:
         return parse_size(text)
@@ -44,15 +46,18 @@ def sizes_arg(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="coarse-loftr")
-    parser.add_argument("command", choices=list(SUBCOMMANDS), help="; ".join(
-        f"{name}: {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()))
+    parser.add_argument(
+        "command",
+        choices=list(SUBCOMMANDS),
+        help="; ".join(f"{name}: {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()),
+    )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     if argv[0] not in SUBCOMMANDS:
         parser.error(f"unknown command {argv[0]!r}")
     name = argv[0]
-    module = importlib.import_module(f"commands.{SUBCOMMANDS[name][0]}")
+    module = importlib.import_module(f".{SUBCOMMANDS[name][0]}", __name__)
     sub = argparse.ArgumentParser(prog=f"coarse-loftr {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])

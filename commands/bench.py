@@ -8,14 +8,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from commands import CommandError, sizes_arg
-from inference.backends import KINDS, available_backends
-from inference.backends.base import BackendUnavailable
-from inference.config import PRESETS
-from inference.weights import WeightsError
+from coarse_loftr.commands import CommandError, sizes_arg
+from coarse_loftr.inference.backends import KINDS, available_backends
+from coarse_loftr.inference.backends.base import BackendUnavailable
+from coarse_loftr.inference.config import PRESETS
+from coarse_loftr.inference.weights import WeightsError
 
-SEED_BASELINE_NOTE = ("random-initialised coarse_loftr_trt preset: the published seed student's "
-                      "architecture and FLOPs, so its speed, not its matches")
+SEED_BASELINE_NOTE = (
+    "random-initialised coarse_loftr_trt preset: the published seed student's "
+    "architecture and FLOPs, so its speed, not its matches"
+)
 
 
 def _names(text: str) -> list[str]:
@@ -23,63 +25,118 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="model to time: a weights folder (manifest.json), an .onnx file, or a "
-                             "checkpoint (.pt/.ckpt, any format, exported on the fly); default: shipped")
-    parser.add_argument("--preset", choices=list(PRESETS), default=None,
-                        help="also time a random-initialised model of this preset (speed only)")
-    parser.add_argument("--compare-checkpoint", type=Path, action="append", default=[],
-                        help="also time this checkpoint (e.g. the published LoFTR_teacher.pt); repeatable")
-    parser.add_argument("--seed-baseline", action="store_true",
-                        help="also time a random-init coarse_loftr_trt at 640x480: the published seed "
-                             "student's architecture and FLOPs")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="model to time: a weights folder (manifest.json), an .onnx file, or a "
+        "checkpoint (.pt/.ckpt, any format, exported on the fly); default: shipped",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="also time a random-initialised model of this preset (speed only)",
+    )
+    parser.add_argument(
+        "--compare-checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="also time this checkpoint (e.g. the published LoFTR_teacher.pt); repeatable",
+    )
+    parser.add_argument(
+        "--seed-baseline",
+        action="store_true",
+        help="also time a random-init coarse_loftr_trt at 640x480: the published seed "
+        "student's architecture and FLOPs",
+    )
     parser.add_argument("--pairs", type=int, default=10, help="image pairs (default 10)")
-    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (480, 360), (640, 480)],
-                        metavar="WxH,...", help="input sizes (default 320x240,480x360,640x480)")
-    parser.add_argument("--backends", type=_names, default=None, metavar="NAME,...",
-                        help=f"any of {', '.join(k for k in KINDS if k != 'auto')} (default: all available)")
+    parser.add_argument(
+        "--sizes",
+        type=sizes_arg,
+        default=[(320, 240), (480, 360), (640, 480)],
+        metavar="WxH,...",
+        help="input sizes (default 320x240,480x360,640x480)",
+    )
+    parser.add_argument(
+        "--backends",
+        type=_names,
+        default=None,
+        metavar="NAME,...",
+        help=f"any of {', '.join(k for k in KINDS if k != 'auto')} (default: all available)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per pair (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of every runtime and OpenCV")
-    parser.add_argument("--peers", type=_names, default=["orb", "sift"], metavar="NAME,...",
-                        help="OpenCV peers: orb, sift, or none (default orb,sift)")
+    parser.add_argument(
+        "--peers",
+        type=_names,
+        default=["orb", "sift"],
+        metavar="NAME,...",
+        help="OpenCV peers: orb, sift, or none (default orb,sift)",
+    )
     parser.add_argument("--features", type=int, default=4000, help="ORB/SIFT features per image")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def _models(args: argparse.Namespace, tmp: Path) -> list:
-    from inference.benchmark import ModelUnderTest, prepare_models
+    from coarse_loftr.inference.benchmark import ModelUnderTest, prepare_models
 
     models = []
-    needs_torch = (args.preset or args.seed_baseline or args.compare_checkpoint
-                   or (args.weights is not None and args.weights.suffix.lower() in (".pt", ".ckpt", ".pth")))
+    needs_torch = (
+        args.preset
+        or args.seed_baseline
+        or args.compare_checkpoint
+        or (args.weights is not None and args.weights.suffix.lower() in (".pt", ".ckpt", ".pth"))
+    )
     if needs_torch:
         try:
             import torch  # noqa: F401
         except ImportError:
-            raise CommandError("exporting checkpoints or presets needs PyTorch: "
-                               "pip install 'coarse-loftr[train]'") from None
+            raise CommandError(
+                "exporting checkpoints or presets needs PyTorch: pip install 'coarse-loftr[train]'"
+            ) from None
     try:
         if args.weights is not None and args.weights.suffix.lower() in (".pt", ".ckpt", ".pth"):
-            models.append(prepare_models(tmp / "weights", args.sizes, checkpoint=args.weights,
-                                         label=args.weights.name))
+            models.append(
+                prepare_models(tmp / "weights", args.sizes, checkpoint=args.weights, label=args.weights.name)
+            )
         elif args.weights is not None:
-            models.append(ModelUnderTest(args.weights.stem if args.weights.suffix else args.weights.name,
-                                         args.weights))
+            models.append(
+                ModelUnderTest(args.weights.stem if args.weights.suffix else args.weights.name, args.weights)
+            )
         if args.preset:
-            models.append(prepare_models(tmp / "preset", args.sizes, preset=args.preset,
-                                         label=f"{args.preset} (random init)",
-                                         note="random-initialised: speed only"))
+            models.append(
+                prepare_models(
+                    tmp / "preset",
+                    args.sizes,
+                    preset=args.preset,
+                    label=f"{args.preset} (random init)",
+                    note="random-initialised: speed only",
+                )
+            )
         for index, checkpoint in enumerate(args.compare_checkpoint):
-            models.append(prepare_models(tmp / f"compare{index}", args.sizes, checkpoint=checkpoint,
-                                         label=checkpoint.name))
+            models.append(
+                prepare_models(
+                    tmp / f"compare{index}", args.sizes, checkpoint=checkpoint, label=checkpoint.name
+                )
+            )
         if args.seed_baseline:
-            models.append(prepare_models(tmp / "seed", [(640, 480)], preset="coarse_loftr_trt",
-                                         label="seed baseline", note=SEED_BASELINE_NOTE))
+            models.append(
+                prepare_models(
+                    tmp / "seed",
+                    [(640, 480)],
+                    preset="coarse_loftr_trt",
+                    label="seed baseline",
+                    note=SEED_BASELINE_NOTE,
+                )
+            )
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
     if args.weights is None:
         # The shipped model is always timed (first) unless --weights names another one.
-        from inference.weights import shipped_weights_dir
+        from coarse_loftr.inference.weights import shipped_weights_dir
+
         try:
             models.insert(0, ModelUnderTest("shipped", shipped_weights_dir()))
         except WeightsError as error:
@@ -89,7 +146,7 @@ def _models(args: argparse.Namespace, tmp: Path) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inference.benchmark import load_pairs, run_benchmark, temporary_folder
+    from coarse_loftr.inference.benchmark import load_pairs, run_benchmark, temporary_folder
 
     if args.pairs < 1 or args.repeat < 1:
         raise CommandError("--pairs and --repeat must be at least 1")
@@ -111,8 +168,17 @@ def run(args: argparse.Namespace) -> int:
     with temporary_folder() as tmp:
         models = _models(args, Path(tmp))
         try:
-            report = run_benchmark(models, backends, args.sizes, pairs, source, repeat=args.repeat,
-                                   threads=args.threads, peers=peers, features=args.features)
+            report = run_benchmark(
+                models,
+                backends,
+                args.sizes,
+                pairs,
+                source,
+                repeat=args.repeat,
+                threads=args.threads,
+                peers=peers,
+                features=args.features,
+            )
         except (WeightsError, BackendUnavailable, ValueError) as error:
             raise CommandError(str(error)) from None
     print(report.to_json() if args.json else report.table())

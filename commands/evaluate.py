@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.config import MatchConfig, RegistrationConfig
+from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
 
 from . import CommandError, size_arg
 
@@ -47,12 +47,13 @@ class RansacChoice:
 def parse_ransac(text: str) -> RansacChoice:
     """'3' | '1,3,5,8' | 'best:1,3,5,8' -> RansacChoice."""
     best = text.startswith("best:")
-    body = text[len("best:"):] if best else text
+    body = text[len("best:") :] if best else text
     try:
         values = tuple(float(part) for part in body.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected pixels like 3, 1,3,5,8 or best:1,3,5,8, got {text!r}") from None
+            f"expected pixels like 3, 1,3,5,8 or best:1,3,5,8, got {text!r}"
+        ) from None
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"RANSAC thresholds must be positive pixels, got {text!r}")
     if len(set(values)) != len(values):
@@ -72,40 +73,73 @@ def parse_compare(text: str) -> tuple[Path, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path,
-                        help="manifest.json with pairs {id, a, b, H_a_to_b, kind, difficulty, group}")
-    parser.add_argument("--methods", default=f"{OURS},{','.join(PEERS)}",
-                        help=f"comma-separated, from {OURS}, {', '.join(PEERS)} (default: all)")
-    parser.add_argument("--compare", action="append", default=[], metavar="PATH[:label]",
-                        help="another model to run on the same pairs: an .onnx file or a checkpoint "
-                             "(.pt/.ckpt, exported on the fly; needs torch); repeatable")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="let --compare checkpoints unpickle arbitrary objects (trusted files only)")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="our model: .onnx file or weights folder (default: the shipped model)")
+    parser.add_argument(
+        "manifest", type=Path, help="manifest.json with pairs {id, a, b, H_a_to_b, kind, difficulty, group}"
+    )
+    parser.add_argument(
+        "--methods",
+        default=f"{OURS},{','.join(PEERS)}",
+        help=f"comma-separated, from {OURS}, {', '.join(PEERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="PATH[:label]",
+        help="another model to run on the same pairs: an .onnx file or a checkpoint "
+        "(.pt/.ckpt, exported on the fly; needs torch); repeatable",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --compare checkpoints unpickle arbitrary objects (trusted files only)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="our model: .onnx file or weights folder (default: the shipped model)",
+    )
     parser.add_argument("--backend", default="auto", help="runtime of our model (default: auto)")
-    parser.add_argument("--size", type=size_arg, default=None, metavar="WxH",
-                        help="model input size (default: the model's own; --compare checkpoints "
-                             f"are exported at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]})")
-    parser.add_argument("--threshold", type=float, default=MatchConfig.threshold,
-                        help=f"match confidence threshold (default {MatchConfig.threshold})")
+    parser.add_argument(
+        "--size",
+        type=size_arg,
+        default=None,
+        metavar="WxH",
+        help="model input size (default: the model's own; --compare checkpoints "
+        f"are exported at {DEFAULT_EXPORT_SIZE[0]}x{DEFAULT_EXPORT_SIZE[1]})",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=MatchConfig.threshold,
+        help=f"match confidence threshold (default {MatchConfig.threshold})",
+    )
     parser.add_argument("--no-refine", action="store_true", help="our matcher without sub-cell refinement")
-    parser.add_argument("--refine-ablation", action="store_true",
-                        help="run our matcher with and without refinement (same weights)")
-    parser.add_argument("--ransac-threshold", type=parse_ransac,
-                        default=RansacChoice((RegistrationConfig.threshold_px,), False),
-                        metavar="PX[,PX...]|best:PX,PX...",
-                        help="MAGSAC inlier threshold(s) in pixels; best:1,3,5,8 keeps, per method, "
-                             f"the one with the best AUC@5 (default {RegistrationConfig.threshold_px:g})")
+    parser.add_argument(
+        "--refine-ablation",
+        action="store_true",
+        help="run our matcher with and without refinement (same weights)",
+    )
+    parser.add_argument(
+        "--ransac-threshold",
+        type=parse_ransac,
+        default=RansacChoice((RegistrationConfig.threshold_px,), False),
+        metavar="PX[,PX...]|best:PX,PX...",
+        help="MAGSAC inlier threshold(s) in pixels; best:1,3,5,8 keeps, per method, "
+        f"the one with the best AUC@5 (default {RegistrationConfig.threshold_px:g})",
+    )
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
 
 
 def _our_methods(args: argparse.Namespace) -> list:
     """Our matcher as one method, or two (refinement on / off) with --refine-ablation."""
-    from inference import Matcher
-    from training.evaluation import MatcherMethod
+    from coarse_loftr.inference import Matcher
+    from coarse_loftr.training.evaluation import MatcherMethod
 
     try:
         matcher = Matcher(weights=args.weights, backend=args.backend, size=args.size)
@@ -113,15 +147,17 @@ def _our_methods(args: argparse.Namespace) -> list:
         raise CommandError(f"cannot load our model: {error}") from None
     options = {"threshold": args.threshold}
     if args.refine_ablation:
-        return [MatcherMethod(OURS, matcher, {**options, "refine": True}),
-                MatcherMethod(f"{OURS} (no refine)", matcher, {**options, "refine": False})]
+        return [
+            MatcherMethod(OURS, matcher, {**options, "refine": True}),
+            MatcherMethod(f"{OURS} (no refine)", matcher, {**options, "refine": False}),
+        ]
     name = f"{OURS} (no refine)" if args.no_refine else OURS
     return [MatcherMethod(name, matcher, {**options, "refine": not args.no_refine})]
 
 
 def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
     """A `--compare` model: an ONNX file directly, a checkpoint exported to ONNX first."""
-    from training.evaluation import MatcherMethod
+    from coarse_loftr.training.evaluation import MatcherMethod
 
     path, label = parse_compare(spec)
     if not path.is_file():
@@ -129,11 +165,13 @@ def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
     onnx_path = path
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         try:
-            from inference.checkpoint import load_checkpoint
-            from inference.export import export_onnx
+            from coarse_loftr.inference.checkpoint import load_checkpoint
+            from coarse_loftr.inference.export import export_onnx
         except ImportError as error:
-            raise CommandError(f"--compare {path}: exporting a checkpoint needs torch and onnx "
-                               f"(pip install 'coarse-loftr[train]'): {error}") from None
+            raise CommandError(
+                f"--compare {path}: exporting a checkpoint needs torch and onnx "
+                f"(pip install 'coarse-loftr[train]'): {error}"
+            ) from None
         onnx_path = scratch / f"{len(list(scratch.iterdir()))}_{path.stem}.onnx"
         try:
             model, _ = load_checkpoint(path, allow_pickle=args.allow_pickle)
@@ -141,9 +179,10 @@ def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
         except (OSError, ValueError, RuntimeError) as error:
             raise CommandError(f"--compare {path}: {error}") from None
     elif path.suffix.lower() != ".onnx":
-        raise CommandError(f"--compare {path}: expected an .onnx file or a checkpoint "
-                           f"({', '.join(CHECKPOINT_SUFFIXES)})")
-    from inference import Matcher
+        raise CommandError(
+            f"--compare {path}: expected an .onnx file or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    from coarse_loftr.inference import Matcher
 
     try:
         # The ONNX graph fixes its own input size (a checkpoint was exported at --size).
@@ -154,7 +193,7 @@ def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
 
 
 def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
-    from training.evaluation import OpenCVFeatures
+    from coarse_loftr.training.evaluation import OpenCVFeatures
 
     names = [name.strip() for name in args.methods.split(",") if name.strip()]
     unknown = sorted(set(names) - {OURS, *PEERS})
@@ -182,8 +221,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.evaluation import ManifestError, evaluate, load_manifest
-    from training.evaluation.report import markdown_table, per_pair_json, plot_curves, to_json
+    from coarse_loftr.training.evaluation import ManifestError, evaluate, load_manifest
+    from coarse_loftr.training.evaluation.report import markdown_table, per_pair_json, plot_curves, to_json
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
@@ -211,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = str(args.manifest)
     selection = ransac.describe()
     by_name = {r.name: r for r in results}
-    ablation = ((by_name[OURS], by_name[f"{OURS} (no refine)"]) if args.refine_ablation else None)
+    ablation = (by_name[OURS], by_name[f"{OURS} (no refine)"]) if args.refine_ablation else None
     (args.out / "results.md").write_text(markdown_table(results, manifest, selection, ablation))
     figures = to_json(results, manifest, ransac.thresholds, selection)
     (args.out / "results.json").write_text(json.dumps(figures, indent=1) + "\n")
@@ -219,8 +258,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         plot_curves(results, args.out / "curve.png", f"{args.manifest.parent.name}: {len(pairs)} pairs")
     except ImportError:
-        raise CommandError("the plot needs matplotlib (pip install 'coarse-loftr[train]'); "
-                           f"the tables are in {args.out}") from None
+        raise CommandError(
+            f"the plot needs matplotlib (pip install 'coarse-loftr[train]'); the tables are in {args.out}"
+        ) from None
     if args.json:
         print(json.dumps(figures, indent=1))
     else:

@@ -8,23 +8,35 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from commands import CommandError, size_arg
-from inference.config import PRESETS
+from coarse_loftr.commands import CommandError, size_arg
+from coarse_loftr.inference.config import PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="checkpoint (.pt / .ckpt) to export")
-    source.add_argument("--preset", choices=list(PRESETS),
-                        help="export a randomly initialised model of this preset (speed tests)")
-    parser.add_argument("--size", type=size_arg, default=(640, 480), metavar="WxH",
-                        help="model input size in pixels (default 640x480)")
+    source.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="export a randomly initialised model of this preset (speed tests)",
+    )
+    parser.add_argument(
+        "--size",
+        type=size_arg,
+        default=(640, 480),
+        metavar="WxH",
+        help="model input size in pixels (default 640x480)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--no-parity", action="store_true",
-                        help="skip the ONNX Runtime vs PyTorch parity check")
-    parser.add_argument("--first-level-only", action="store_true",
-                        help="leave out the second refinement level (for ablations)")
+    parser.add_argument(
+        "--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check"
+    )
+    parser.add_argument(
+        "--first-level-only",
+        action="store_true",
+        help="leave out the second refinement level (for ablations)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
         import torch
     except ImportError:
         raise CommandError("export needs PyTorch: pip install 'coarse-loftr[train]'") from None
-    from inference.checkpoint import read_checkpoint
-    from inference.config import get_preset
-    from inference.export import ExportError, export_onnx
-    from inference.model import CoarseLoFTR
+    from coarse_loftr.inference.checkpoint import read_checkpoint
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.export import ExportError, export_onnx
+    from coarse_loftr.inference.model import CoarseLoFTR
 
     if args.weights is not None:
         try:
@@ -44,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as error:
             raise CommandError(str(error)) from None
         model = loaded.model
-        print(f"loaded {args.weights} ({loaded.source_format} format, model {loaded.config.name!r}"
-              + (f", ignored {len(loaded.ignored_keys)} tensors of unused FPN/fine branches)"
-                 if loaded.ignored_keys else ")"))
+        print(
+            f"loaded {args.weights} ({loaded.source_format} format, model {loaded.config.name!r}"
+            + (
+                f", ignored {len(loaded.ignored_keys)} tensors of unused FPN/fine branches)"
+                if loaded.ignored_keys
+                else ")"
+            )
+        )
     else:
         torch.manual_seed(0)
         model = CoarseLoFTR(get_preset(args.preset))
@@ -58,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
         model.config = replace(model.config, fine2_dim=0)  # what the graph's metadata records
         print("second refinement level left out")
     try:
-        report = export_onnx(model, args.out, args.size, opset=args.opset,
-                             check_parity=not args.no_parity)
+        report = export_onnx(model, args.out, args.size, opset=args.opset, check_parity=not args.no_parity)
     except ValueError as error:
         raise CommandError(str(error)) from None
     except ExportError as error:

@@ -9,40 +9,57 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from commands import CommandError, size_arg
-from inference.backends.base import BackendUnavailable
-from inference.config import MatchConfig, RegistrationConfig
-from inference.drawing import draw_matches
-from inference.io import ImageError, read_image
-from inference.matcher import Matcher
-from inference.registration import estimate_homography, warp_blend
-from inference.weights import WeightsError
+from coarse_loftr.commands import CommandError, size_arg
+from coarse_loftr.inference.backends.base import BackendUnavailable
+from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
+from coarse_loftr.inference.drawing import draw_matches
+from coarse_loftr.inference.io import ImageError, read_image
+from coarse_loftr.inference.matcher import Matcher
+from coarse_loftr.inference.registration import estimate_homography, warp_blend
+from coarse_loftr.inference.weights import WeightsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = MatchConfig()
     parser.add_argument("image0", type=Path, help="first image (any common format)")
     parser.add_argument("image1", type=Path, help="second image")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="an .onnx model or a folder with manifest.json (default: shipped)")
-    parser.add_argument("--backend", default="auto",
-                        choices=["auto", "onnxruntime", "tensorrt", "torch"])
-    parser.add_argument("--size", type=size_arg, default=None, metavar="WxH",
-                        help="model input size, e.g. 640x480 (default: the model's)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help=f"minimum match confidence (default {defaults.threshold})")
-    parser.add_argument("--max-matches", type=int, default=None,
-                        help="keep only the most confident matches")
-    parser.add_argument("--no-refine", action="store_true",
-                        help="coarse cell centres only, no sub-cell refinement")
-    parser.add_argument("--ransac-threshold", type=float, default=None,
-                        help=f"homography inlier threshold in pixels of image1 "
-                             f"(default {RegistrationConfig().threshold_px})")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="an .onnx model or a folder with manifest.json (default: shipped)",
+    )
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    parser.add_argument(
+        "--size",
+        type=size_arg,
+        default=None,
+        metavar="WxH",
+        help="model input size, e.g. 640x480 (default: the model's)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help=f"minimum match confidence (default {defaults.threshold})",
+    )
+    parser.add_argument("--max-matches", type=int, default=None, help="keep only the most confident matches")
+    parser.add_argument(
+        "--no-refine", action="store_true", help="coarse cell centres only, no sub-cell refinement"
+    )
+    parser.add_argument(
+        "--ransac-threshold",
+        type=float,
+        default=None,
+        help=f"homography inlier threshold in pixels of image1 (default {RegistrationConfig().threshold_px})",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the runtime")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="write the matches drawn side by side (e.g. overlay.png)")
-    parser.add_argument("--warp", type=Path, default=None,
-                        help="write image0 warped onto image1 by the homography")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the matches drawn side by side (e.g. overlay.png)"
+    )
+    parser.add_argument(
+        "--warp", type=Path, default=None, help="write image0 warped onto image1 by the homography"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
@@ -69,41 +86,57 @@ def _write(path: Path, image: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     image0, image1 = _load(args.image0), _load(args.image1)
     try:
-        matcher = Matcher(args.weights, backend=args.backend, size=args.size,
-                          num_threads=args.threads)
+        matcher = Matcher(args.weights, backend=args.backend, size=args.size, num_threads=args.threads)
     except (WeightsError, BackendUnavailable, FileNotFoundError, ValueError) as error:
         # ValueError: a model file the runtime cannot load or whose metadata is missing.
         raise CommandError(str(error)) from None
-    result = matcher.match(image0, image1, threshold=args.threshold,
-                           max_matches=args.max_matches,
-                           refine=False if args.no_refine else None)
+    result = matcher.match(
+        image0,
+        image1,
+        threshold=args.threshold,
+        max_matches=args.max_matches,
+        refine=False if args.no_refine else None,
+    )
     geometry = estimate_homography(result, threshold_px=args.ransac_threshold)
 
     if args.out is not None:
-        text = (f"{len(result)} matches, {geometry.num_inliers} inliers, "
-                f"{result.timings_ms['total']:.0f} ms")
-        _write(args.out, draw_matches(image0, image1, result.keypoints0, result.keypoints1,
-                                      result.confidence, geometry.inliers, text=text))
+        text = f"{len(result)} matches, {geometry.num_inliers} inliers, {result.timings_ms['total']:.0f} ms"
+        _write(
+            args.out,
+            draw_matches(
+                image0,
+                image1,
+                result.keypoints0,
+                result.keypoints1,
+                result.confidence,
+                geometry.inliers,
+                text=text,
+            ),
+        )
     if args.warp is not None:
         if geometry.matrix is None:
             raise CommandError(f"no homography from {len(result)} matches: nothing to warp")
         _write(args.warp, warp_blend(image0, image1, geometry.matrix))
 
     if args.json:
-        print(json.dumps({
-            "model": result.model,
-            "backend": result.backend,
-            "image_size0": list(result.image_size0),
-            "image_size1": list(result.image_size1),
-            "num_matches": len(result),
-            "num_inliers": geometry.num_inliers,
-            "homography": None if geometry.matrix is None else geometry.matrix.tolist(),
-            "keypoints0": result.keypoints0.round(2).tolist(),
-            "keypoints1": result.keypoints1.round(2).tolist(),
-            "confidence": result.confidence.round(4).tolist(),
-            "inliers": geometry.inliers.tolist(),
-            "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
-        }))
+        print(
+            json.dumps(
+                {
+                    "model": result.model,
+                    "backend": result.backend,
+                    "image_size0": list(result.image_size0),
+                    "image_size1": list(result.image_size1),
+                    "num_matches": len(result),
+                    "num_inliers": geometry.num_inliers,
+                    "homography": None if geometry.matrix is None else geometry.matrix.tolist(),
+                    "keypoints0": result.keypoints0.round(2).tolist(),
+                    "keypoints1": result.keypoints1.round(2).tolist(),
+                    "confidence": result.confidence.round(4).tolist(),
+                    "inliers": geometry.inliers.tolist(),
+                    "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
+                }
+            )
+        )
         return 0
     print(f"model:    {matcher.describe()}")
     print(f"matches:  {len(result)}")

@@ -5,26 +5,39 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from coarse_loftr.inference.paths import WEIGHTS_DIR
+
 from . import CommandError, sizes_arg
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_OUT = WEIGHTS_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="training checkpoint (RUN_DIR/last.pt)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder")
     parser.add_argument("--name", default="student", help="file name stem of the released model")
-    parser.add_argument("--sizes", type=sizes_arg, default=[(320, 240), (640, 480)],
-                        help="ONNX input sizes WxH, comma-separated")
-    parser.add_argument("--default", type=sizes_arg, default=None,
-                        help="input size of the default model: uploads, CLI, Matcher() "
-                             "(first of --sizes if omitted)")
-    parser.add_argument("--live", type=sizes_arg, default=None,
-                        help="input size of the live-video model (the default's if omitted)")
+    parser.add_argument(
+        "--sizes",
+        type=sizes_arg,
+        default=[(320, 240), (640, 480)],
+        help="ONNX input sizes WxH, comma-separated",
+    )
+    parser.add_argument(
+        "--default",
+        type=sizes_arg,
+        default=None,
+        help="input size of the default model: uploads, CLI, Matcher() (first of --sizes if omitted)",
+    )
+    parser.add_argument(
+        "--live",
+        type=sizes_arg,
+        default=None,
+        help="input size of the live-video model (the default's if omitted)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.release import release
+    from coarse_loftr.training.release import release
 
     if not args.checkpoint.is_file():
         raise CommandError(f"checkpoint not found: {args.checkpoint}")
@@ -35,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{option} {size[0]}x{size[1]} is not among --sizes")
     for model in release(args.checkpoint, args.out, args.sizes, default, args.name, live_size=live):
         print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB) {model.parity}")
-    print(f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]}, "
-          f"live {args.name}_{live[0]}x{live[1]})")
+    print(
+        f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]}, "
+        f"live {args.name}_{live[0]}x{live[1]})"
+    )
     return 0

@@ -14,32 +14,48 @@ from . import CommandError, size_arg
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
-                        help="runtime (default: auto, the fastest available)")
-    parser.add_argument("--weights", type=Path,
-                        help="an .onnx model or a weights folder (default: the shipped weights)")
-    parser.add_argument("--size", type=size_arg,
-                        help="model input WxH for /match and /register (default: the weights' default)")
-    parser.add_argument("--live-size", type=size_arg,
-                        help="model input WxH of the live stream (default: the weights' live model)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "tensorrt", "torch"),
+        help="runtime (default: auto, the fastest available)",
+    )
+    parser.add_argument(
+        "--weights", type=Path, help="an .onnx model or a weights folder (default: the shipped weights)"
+    )
+    parser.add_argument(
+        "--size",
+        type=size_arg,
+        help="model input WxH for /match and /register (default: the weights' default)",
+    )
+    parser.add_argument(
+        "--live-size",
+        type=size_arg,
+        help="model input WxH of the live stream (default: the weights' live model)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads of the runtime")
     parser.add_argument("--queue-size", type=int, help="waiting jobs before answering 503")
     parser.add_argument("--max-upload-bytes", type=int, help="per image (default 20 MB)")
-    parser.add_argument("--log-level", default="info",
-                        choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from api import ServiceSettings, create_app
-    from inference.weights import WeightsError, resolve_weights
+    from coarse_loftr.api import ServiceSettings, create_app
+    from coarse_loftr.inference.weights import WeightsError, resolve_weights
 
-    overrides = {"backend": args.backend, "weights": args.weights, "size": args.size,
-                 "live_size": args.live_size,
-                 "num_threads": args.threads, "queue_size": args.queue_size,
-                 "max_upload_bytes": args.max_upload_bytes}
+    overrides = {
+        "backend": args.backend,
+        "weights": args.weights,
+        "size": args.size,
+        "live_size": args.live_size,
+        "num_threads": args.threads,
+        "queue_size": args.queue_size,
+        "max_upload_bytes": args.max_upload_bytes,
+    }
     try:
         settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
@@ -55,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     # service's own limit so that an oversized frame gets a clear error message instead.
     # The stream carries JPEG both ways, which deflate cannot shrink: compressing it
     # only took CPU time from the model on both ends (docs/service.md, load test).
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                ws_max_size=4 * settings.ws_max_frame_bytes, ws_per_message_deflate=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_max_size=4 * settings.ws_max_frame_bytes,
+        ws_per_message_deflate=False,
+    )
     return 0

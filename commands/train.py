@@ -7,15 +7,18 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from coarse_loftr.inference.paths import SHARED_DATA
+
 from . import CommandError, size_arg
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "train-images"
+DEFAULT_IMAGES = SHARED_DATA / "train-images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="student", help="model preset (student, teacher, ...)")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
-                        help="folder of photos for random-homography pairs")
+    parser.add_argument(
+        "--images", type=Path, default=DEFAULT_IMAGES, help="folder of photos for random-homography pairs"
+    )
     parser.add_argument("--run-dir", type=Path, required=True, help="checkpoints, logs, history")
     parser.add_argument("--teacher", type=Path, help="teacher checkpoint: enables distillation")
     parser.add_argument("--size", type=size_arg, default=(320, 240), help="training pair size WxH")
@@ -30,16 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    parser.add_argument("--init-from", type=Path,
-                        help="start from another run's checkpoint (new modules start fresh)")
+    parser.add_argument(
+        "--init-from", type=Path, help="start from another run's checkpoint (new modules start fresh)"
+    )
     parser.add_argument("--val-pairs", type=int, help="held-out synthetic validation pairs (64)")
     parser.add_argument("--val-every", type=int, help="validate every this many pairs (1000)")
-    parser.add_argument("--depth-scenes", type=Path, nargs="+", metavar="DIR",
-                        help="BlendedMVS-layout scene folders: mix real depth pairs into training")
-    parser.add_argument("--depth-share", type=float,
-                        help="fraction of training pairs taken from --depth-scenes (0.5)")
-    parser.add_argument("--depth-tolerance", type=float,
-                        help="relative depth agreement for a projected point to count as visible (0.1)")
+    parser.add_argument(
+        "--depth-scenes",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="BlendedMVS-layout scene folders: mix real depth pairs into training",
+    )
+    parser.add_argument(
+        "--depth-share", type=float, help="fraction of training pairs taken from --depth-scenes (0.5)"
+    )
+    parser.add_argument(
+        "--depth-tolerance",
+        type=float,
+        help="relative depth agreement for a projected point to count as visible (0.1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,42 +73,67 @@ def run(args: argparse.Namespace) -> int:
     if any(v is not None and v < 1 for v in (args.val_pairs, args.val_every)):
         raise CommandError("--val-pairs and --val-every must be positive")
     # Options are checked before PyTorch loads, so mistakes fail fast.
-    from training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
-    from training.homography_pairs import HomographyPairs, list_images, split_images
-    from training.trainer import train
-    from inference.config import get_preset, with_overrides
+    from coarse_loftr.inference.config import get_preset, with_overrides
+    from coarse_loftr.training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
+    from coarse_loftr.training.homography_pairs import HomographyPairs, list_images, split_images
+    from coarse_loftr.training.trainer import train
 
-    config = with_overrides(TrainConfig(
-        model=args.model, image_size=args.size, total_pairs=args.pairs, num_threads=args.threads,
-        seed=args.seed,
-        depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
-        loss=replace(LossConfig(), alpha=args.alpha, temperature=args.kd_temperature,
-                     amplification=args.kd_amplification),
-        optim=replace(OptimConfig(), lr=args.lr, batch_size=args.batch_size,
-                      micro_batch=args.micro_batch),
-    ), val_pairs=args.val_pairs, val_every_pairs=args.val_every)
+    config = with_overrides(
+        TrainConfig(
+            model=args.model,
+            image_size=args.size,
+            total_pairs=args.pairs,
+            num_threads=args.threads,
+            seed=args.seed,
+            depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
+            loss=replace(
+                LossConfig(),
+                alpha=args.alpha,
+                temperature=args.kd_temperature,
+                amplification=args.kd_amplification,
+            ),
+            optim=replace(
+                OptimConfig(), lr=args.lr, batch_size=args.batch_size, micro_batch=args.micro_batch
+            ),
+        ),
+        val_pairs=args.val_pairs,
+        val_every_pairs=args.val_every,
+    )
     try:
         stride = get_preset(config.model).coarse_stride
     except ValueError as error:
         raise CommandError(str(error)) from None
     train_files, val_files = split_images(list_images(args.images), seed=config.seed)
-    train_set = HomographyPairs(train_files, config.image_size, stride, config.total_pairs,
-                                config.augment, seed=config.seed)
+    train_set = HomographyPairs(
+        train_files, config.image_size, stride, config.total_pairs, config.augment, seed=config.seed
+    )
     if args.depth_scenes:
-        from training.depth_pairs import DepthPairs
-        from training.mixed_pairs import MixedPairs
+        from coarse_loftr.training.depth_pairs import DepthPairs
+        from coarse_loftr.training.mixed_pairs import MixedPairs
 
         try:
-            depth_set = DepthPairs(args.depth_scenes, config.image_size, stride, config.depth,
-                                   config.augment, seed=config.seed)
+            depth_set = DepthPairs(
+                args.depth_scenes, config.image_size, stride, config.depth, config.augment, seed=config.seed
+            )
         except (OSError, ValueError) as error:
             raise CommandError(str(error)) from None
         logging.info("mixing %d depth pairs at share %.2f", len(depth_set), config.depth.share)
         train_set = MixedPairs(train_set, depth_set, config.depth.share, seed=config.seed)
     # Validation stays on synthetic pairs so that runs with and without depth compare.
-    val_set = HomographyPairs(val_files, config.image_size, stride, config.val_pairs,
-                              config.augment, seed=config.seed + 1000)
-    state = train(config, train_set, val_set, args.run_dir, teacher_path=args.teacher,
-                  resume=args.resume, max_minutes=args.max_minutes, init_from=args.init_from)
-    print(f"done: {state.pairs_seen} pairs in {state.wall_seconds / 60:.1f} min -> {args.run_dir / 'last.pt'}")
+    val_set = HomographyPairs(
+        val_files, config.image_size, stride, config.val_pairs, config.augment, seed=config.seed + 1000
+    )
+    state = train(
+        config,
+        train_set,
+        val_set,
+        args.run_dir,
+        teacher_path=args.teacher,
+        resume=args.resume,
+        max_minutes=args.max_minutes,
+        init_from=args.init_from,
+    )
+    print(
+        f"done: {state.pairs_seen} pairs in {state.wall_seconds / 60:.1f} min -> {args.run_dir / 'last.pt'}"
+    )
     return 0

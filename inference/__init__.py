@@ -1,10 +1,10 @@
 """Real-time detector-free local feature matching (coarse LoFTR), torch-free at runtime.
 
-    from inference import Matcher, estimate_homography, draw_matches
+    from coarse_loftr import Matcher, estimate_homography, draw_matches
     result = Matcher().match("a.jpg", "b.jpg")
     geometry = estimate_homography(result)
 
-Names are imported lazily: `import inference` loads neither a runtime nor PyTorch.
+Names are imported lazily: `import coarse_loftr.inference` loads neither a runtime nor PyTorch.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 
 from .matcher import Matcher
+from .paths import SHARED_DATA
 
 #: eval-dev pairs, when the test data sits beside the repository (never needed).
-EVAL_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval-dev"
+EVAL_DEV = SHARED_DATA / "eval-dev"
 PHASES = ("preprocess", "inference", "postprocess", "total")
 
 
@@ -73,8 +74,10 @@ def load_pairs(count: int, folder: Path | None = None) -> tuple[list[BenchPair],
     manifest = folder / "manifest.json"
     if manifest.is_file():
         entries = json.loads(manifest.read_text())["pairs"][:count]
-        pairs = [BenchPair(entry["id"], cv2.imread(str(folder / entry["a"])),
-                           cv2.imread(str(folder / entry["b"]))) for entry in entries]
+        pairs = [
+            BenchPair(entry["id"], cv2.imread(str(folder / entry["a"])), cv2.imread(str(folder / entry["b"])))
+            for entry in entries
+        ]
         if pairs and all(p.image0 is not None and p.image1 is not None for p in pairs):
             return pairs, f"eval-dev ({folder})"
     return [synthetic_pair(seed) for seed in range(count)], "synthetic (deterministic pattern)"
@@ -107,8 +110,9 @@ def _stats(samples: dict[str, list[float]]) -> tuple[dict[str, float], dict[str,
     return median, p90
 
 
-def bench_matcher(matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str,
-                  gflops: float | None, note: str = "") -> BenchRow:
+def bench_matcher(
+    matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str, gflops: float | None, note: str = ""
+) -> BenchRow:
     """Time `matcher.match` on every pair `repeat` times after one warm-up run."""
     matcher.match(pairs[0].image0, pairs[0].image1)
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
@@ -122,15 +126,23 @@ def bench_matcher(matcher: Matcher, pairs: list[BenchPair], repeat: int, label: 
     median, p90 = _stats(samples)
     width, height = matcher.input_size
     return BenchRow(
-        method=label, backend=matcher.backend.describe(), size=f"{width}x{height}",
-        samples=len(matches), median_ms=median, p90_ms=p90, fps=1e3 / median["total"],
-        matches=float(np.mean(matches)), gflops=gflops,
-        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None, note=note,
+        method=label,
+        backend=matcher.backend.describe(),
+        size=f"{width}x{height}",
+        samples=len(matches),
+        median_ms=median,
+        p90_ms=p90,
+        fps=1e3 / median["total"],
+        matches=float(np.mean(matches)),
+        gflops=gflops,
+        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
+        note=note,
     )
 
 
-def bench_opencv(kind: str, pairs: list[BenchPair], size: tuple[int, int], repeat: int,
-                 features: int = 4000) -> BenchRow:
+def bench_opencv(
+    kind: str, pairs: list[BenchPair], size: tuple[int, int], repeat: int, features: int = 4000
+) -> BenchRow:
     """ORB or SIFT with `features` keypoints per image, brute-force mutual matching, on
     the pairs resized to `size` (the resize counts as pre-processing)."""
     if kind == "orb":
@@ -143,14 +155,21 @@ def bench_opencv(kind: str, pairs: list[BenchPair], size: tuple[int, int], repea
 
     def once(pair: BenchPair) -> tuple[dict[str, float], int]:
         start = time.perf_counter()
-        grays = [cv2.resize(_gray(image), size, interpolation=cv2.INTER_AREA) for image in (pair.image0, pair.image1)]
+        grays = [
+            cv2.resize(_gray(image), size, interpolation=cv2.INTER_AREA)
+            for image in (pair.image0, pair.image1)
+        ]
         prepared = time.perf_counter()
         (_, desc0), (_, desc1) = (detector.detectAndCompute(gray, None) for gray in grays)
         detected = time.perf_counter()
         found = matcher.match(desc0, desc1) if desc0 is not None and desc1 is not None else []
         end = time.perf_counter()
-        return {"preprocess": (prepared - start) * 1e3, "inference": (detected - prepared) * 1e3,
-                "postprocess": (end - detected) * 1e3, "total": (end - start) * 1e3}, len(found)
+        return {
+            "preprocess": (prepared - start) * 1e3,
+            "inference": (detected - prepared) * 1e3,
+            "postprocess": (end - detected) * 1e3,
+            "total": (end - start) * 1e3,
+        }, len(found)
 
     once(pairs[0])
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
@@ -162,10 +181,17 @@ def bench_opencv(kind: str, pairs: list[BenchPair], size: tuple[int, int], repea
                 samples[phase].append(times[phase])
             matches.append(count)
     median, p90 = _stats(samples)
-    return BenchRow(method=kind.upper(), backend=f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
-                    size=f"{size[0]}x{size[1]}", samples=len(matches), median_ms=median, p90_ms=p90,
-                    fps=1e3 / median["total"], matches=float(np.mean(matches)),
-                    note=f"{features} features, detect+describe as inference, brute-force cross-check matching")
+    return BenchRow(
+        method=kind.upper(),
+        backend=f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
+        size=f"{size[0]}x{size[1]}",
+        samples=len(matches),
+        median_ms=median,
+        p90_ms=p90,
+        fps=1e3 / median["total"],
+        matches=float(np.mean(matches)),
+        note=f"{features} features, detect+describe as inference, brute-force cross-check matching",
+    )
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -184,8 +210,15 @@ def model_flops(onnx_path: Path) -> float | None:
         return None
 
 
-def prepare_models(folder: Path, sizes: list[tuple[int, int]], *, checkpoint: Path | None = None,
-                   preset: str | None = None, label: str | None = None, note: str = "") -> ModelUnderTest:
+def prepare_models(
+    folder: Path,
+    sizes: list[tuple[int, int]],
+    *,
+    checkpoint: Path | None = None,
+    preset: str | None = None,
+    label: str | None = None,
+    note: str = "",
+) -> ModelUnderTest:
     """Export a checkpoint (or a random-initialised preset) at every size into `folder`
     and write the manifest a `Matcher` reads. Needs PyTorch."""
     import torch
@@ -227,25 +260,41 @@ class BenchReport:
         return json.dumps(asdict(self), indent=1)
 
     def table(self) -> str:
-        header = (f"{'method':<28} {'backend':<44} {'size':>8} {'median':>8} {'p90':>8} {'fps':>7} "
-                  f"{'pre':>6} {'infer':>7} {'post':>6} {'GFLOP':>6} {'GFLOP/s':>8} {'matches':>8}")
-        lines = [f"{self.pairs} pairs from {self.source}, {self.repeat} repeats each; {self.machine}; "
-                 f"times in ms per pair (median; p90 of total)", header, "-" * len(header)]
+        header = (
+            f"{'method':<28} {'backend':<44} {'size':>8} {'median':>8} {'p90':>8} {'fps':>7} "
+            f"{'pre':>6} {'infer':>7} {'post':>6} {'GFLOP':>6} {'GFLOP/s':>8} {'matches':>8}"
+        )
+        lines = [
+            f"{self.pairs} pairs from {self.source}, {self.repeat} repeats each; {self.machine}; "
+            f"times in ms per pair (median; p90 of total)",
+            header,
+            "-" * len(header),
+        ]
         for row in self.rows:
             m = row.median_ms
             gflops = f"{row.gflops:6.2f}" if row.gflops else f"{'-':>6}"
             rate = f"{row.gflops_per_s:8.1f}" if row.gflops_per_s else f"{'-':>8}"
-            lines.append(f"{row.method[:28]:<28} {row.backend[:44]:<44} {row.size:>8} {m['total']:8.1f} "
-                         f"{row.p90_ms['total']:8.1f} {row.fps:7.1f} {m['preprocess']:6.1f} {m['inference']:7.1f} "
-                         f"{m['postprocess']:6.1f} {gflops} {rate} {row.matches:8.0f}")
+            lines.append(
+                f"{row.method[:28]:<28} {row.backend[:44]:<44} {row.size:>8} {m['total']:8.1f} "
+                f"{row.p90_ms['total']:8.1f} {row.fps:7.1f} {m['preprocess']:6.1f} {m['inference']:7.1f} "
+                f"{m['postprocess']:6.1f} {gflops} {rate} {row.matches:8.0f}"
+            )
         notes = {row.method: row.note for row in self.rows if row.note}
         lines += [f"note: {method}: {note}" for method, note in notes.items()]
         return "\n".join(lines)
 
 
-def run_benchmark(models: list[ModelUnderTest], backends: list[str], sizes: list[tuple[int, int]],
-                  pairs: list[BenchPair], source: str, repeat: int = 3, threads: int | None = None,
-                  peers: tuple[str, ...] = ("orb", "sift"), features: int = 4000) -> BenchReport:
+def run_benchmark(
+    models: list[ModelUnderTest],
+    backends: list[str],
+    sizes: list[tuple[int, int]],
+    pairs: list[BenchPair],
+    source: str,
+    repeat: int = 3,
+    threads: int | None = None,
+    peers: tuple[str, ...] = ("orb", "sift"),
+    features: int = 4000,
+) -> BenchReport:
     """Every model x backend x size, then each peer at each size, on the same pairs."""
     if threads is not None:
         cv2.setNumThreads(threads)
@@ -254,8 +303,11 @@ def run_benchmark(models: list[ModelUnderTest], backends: list[str], sizes: list
         for backend in backends:
             for size in model.sizes or sizes:
                 matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
-                rows.append(bench_matcher(matcher, pairs, repeat, model.label,
-                                          model_flops(matcher.files.onnx), model.note))
+                rows.append(
+                    bench_matcher(
+                        matcher, pairs, repeat, model.label, model_flops(matcher.files.onnx), model.note
+                    )
+                )
     for kind in peers:
         for size in sizes:
             rows.append(bench_opencv(kind, pairs, size, repeat, features))

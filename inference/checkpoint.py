@@ -80,12 +80,18 @@ class KeyMismatch:
         parts = []
         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
-                shown = ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+                shown = ", ".join(keys[:limit]) + (
+                    f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+                )
                 parts.append(f"{len(keys)} {label}: {shown}")
         if self.mismatched:
-            shown = ", ".join(f"{k} expected {tuple(e)} got {tuple(g)}" for k, e, g in self.mismatched[:limit])
+            shown = ", ".join(
+                f"{k} expected {tuple(e)} got {tuple(g)}" for k, e, g in self.mismatched[:limit]
+            )
             more = len(self.mismatched) - limit
-            parts.append(f"{len(self.mismatched)} shape mismatches: {shown}" + (f" (+{more} more)" if more > 0 else ""))
+            parts.append(
+                f"{len(self.mismatched)} shape mismatches: {shown}" + (f" (+{more} more)" if more > 0 else "")
+            )
         return "; ".join(parts)
 
 
@@ -111,9 +117,11 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> LoadedCh
     try:
         content = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: holds objects other than tensors and plain containers "
-                         f"({str(error).splitlines()[0]}); re-save only its state dict, or pass "
-                         "allow_pickle=True if you trust the file") from None
+        raise ValueError(
+            f"{path}: holds objects other than tensors and plain containers "
+            f"({str(error).splitlines()[0]}); re-save only its state dict, or pass "
+            "allow_pickle=True if you trust the file"
+        ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
     try:
@@ -130,8 +138,11 @@ def checkpoint_from_content(content: object) -> LoadedCheckpoint:
     model = CoarseLoFTR(config)
     ignored = load_weights(model, state)
     if ignored:
-        log.info("ignored %d checkpoint tensors of branches a coarse-only model does not compute "
-                 "(%s, ...)", len(ignored), ignored[0])
+        log.info(
+            "ignored %d checkpoint tensors of branches a coarse-only model does not compute (%s, ...)",
+            len(ignored),
+            ignored[0],
+        )
     model.eval()
     return LoadedCheckpoint(model, config, source_format, ignored)
 
@@ -150,7 +161,7 @@ def _unpack(content: object) -> tuple[str, dict[str, torch.Tensor], ModelConfig 
     if "state_dict" in content:
         state = _tensors(content["state_dict"])
         if state and all(key.startswith(LIGHTNING_PREFIX) for key in state):
-            state = {key[len(LIGHTNING_PREFIX):]: value for key, value in state.items()}
+            state = {key[len(LIGHTNING_PREFIX) :]: value for key, value in state.items()}
         return "lightning", state, None
     return "state_dict", _tensors(content), None
 
@@ -177,14 +188,18 @@ def is_unused_key(key: str) -> bool:
     return any(pattern.match(key) for pattern in _UNUSED_PATTERNS)
 
 
-def compare_keys(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
-                 ) -> tuple[KeyMismatch, list[str]]:
+def compare_keys(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> tuple[KeyMismatch, list[str]]:
     """Differences between a state dict and the expected shapes -> (mismatch, ignored keys)."""
     ignored = sorted(key for key in state if key not in expected and is_unused_key(key))
     unexpected = sorted(key for key in state if key not in expected and not is_unused_key(key))
     missing = sorted(key for key in expected if key not in state)
-    mismatched = [(key, expected[key], tuple(state[key].shape)) for key in expected
-                  if key in state and tuple(state[key].shape) != expected[key]]
+    mismatched = [
+        (key, expected[key], tuple(state[key].shape))
+        for key in expected
+        if key in state and tuple(state[key].shape) != expected[key]
+    ]
     return KeyMismatch(missing, unexpected, mismatched), ignored
 
 
@@ -202,8 +217,10 @@ def recognise_preset(state: Mapping[str, torch.Tensor]) -> ModelConfig:
             best = (mismatch.size, name, mismatch)
     assert best is not None
     _, name, mismatch = best
-    raise ValueError(f"the tensors match no known architecture ({', '.join(PRESETS)}); "
-                     f"closest is {name!r}: {mismatch.describe()}")
+    raise ValueError(
+        f"the tensors match no known architecture ({', '.join(PRESETS)}); "
+        f"closest is {name!r}: {mismatch.describe()}"
+    )
 
 
 def load_weights(model: CoarseLoFTR, state: Mapping[str, torch.Tensor]) -> list[str]:

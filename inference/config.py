@@ -67,7 +67,7 @@ class ModelConfig:
     # window in fine pixels, centred on the matched coarse cell.
     fine_dim: int = 32
     fine_window: int = 6
-    fine_kernel: int = 3              # first conv of the fine projection (1 = pointwise only)
+    fine_kernel: int = 3  # first conv of the fine projection (1 = pointwise only)
     # Second level: channels, and the (odd) window side in pixels of its stride, centred
     # on the nearest pixel to the first level's estimate.
     fine2_dim: int = 0
@@ -91,8 +91,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
-        backbone = BackboneConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in data.pop("backbone").items()})
+        backbone = BackboneConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("backbone").items()}
+        )
         known = {f.name for f in fields(cls)}
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(backbone=backbone, **kwargs)
@@ -103,16 +104,25 @@ PRESETS: dict[str, ModelConfig] = {
     # 1/16 grid, d=32, one head. Its 1/4 FPN branch is never computed here.
     "coarse_loftr_trt": ModelConfig(
         name="coarse_loftr_trt",
-        backbone=BackboneConfig(stem_dim=8, widths=(8, 16, 32, 32), strides=(1, 2, 2, 2),
-                                blocks=(2, 2, 2, 2), fine_stage=None),
-        d_model=32, nhead=1, layer_norm_eps=1e-7, pe_temp_bug_fix=False, fine_dim=0,
+        backbone=BackboneConfig(
+            stem_dim=8, widths=(8, 16, 32, 32), strides=(1, 2, 2, 2), blocks=(2, 2, 2, 2), fine_stage=None
+        ),
+        d_model=32,
+        nhead=1,
+        layer_norm_eps=1e-7,
+        pe_temp_bug_fix=False,
+        fine_dim=0,
     ),
     # The original LoFTR outdoor_ds model, coarse level only (1/8 grid, d=256, 8 heads).
     "loftr_outdoor": ModelConfig(
         name="loftr_outdoor",
-        backbone=BackboneConfig(stem_dim=128, widths=(128, 196, 256), strides=(1, 2, 2),
-                                blocks=(2, 2, 2), fine_stage=None),
-        d_model=256, nhead=8, layer_names=("self", "cross") * 4, pe_temp_bug_fix=False,
+        backbone=BackboneConfig(
+            stem_dim=128, widths=(128, 196, 256), strides=(1, 2, 2), blocks=(2, 2, 2), fine_stage=None
+        ),
+        d_model=256,
+        nhead=8,
+        layer_names=("self", "cross") * 4,
+        pe_temp_bug_fix=False,
         fine_dim=0,
     ),
     # This project's models: a 1/8 grid on a half-size input plus a learned refinement
@@ -120,15 +130,20 @@ PRESETS: dict[str, ModelConfig] = {
     # A 1x1 fine projection and one block at stride 4 keep the student near 2.3 GFLOP a
     # pair; a second level at stride 2 places matches to a fraction of a pixel of the input.
     "student": ModelConfig(
-        backbone=BackboneConfig(stem_dim=16, widths=(16, 32, 64), strides=(1, 2, 2),
-                                blocks=(1, 1, 2), fine_stage=2, fine2_stage=1),
-        fine_kernel=1, fine2_dim=24,
+        backbone=BackboneConfig(
+            stem_dim=16, widths=(16, 32, 64), strides=(1, 2, 2), blocks=(1, 1, 2), fine_stage=2, fine2_stage=1
+        ),
+        fine_kernel=1,
+        fine2_dim=24,
     ),
     "teacher": ModelConfig(
         name="teacher",
-        backbone=BackboneConfig(stem_dim=24, widths=(24, 48, 96), strides=(1, 2, 2),
-                                blocks=(1, 2, 2), fine_stage=2),
-        d_model=96, nhead=2, fine_dim=32,
+        backbone=BackboneConfig(
+            stem_dim=24, widths=(24, 48, 96), strides=(1, 2, 2), blocks=(1, 2, 2), fine_stage=2
+        ),
+        d_model=96,
+        nhead=2,
+        fine_dim=32,
     ),
 }
 
@@ -144,18 +159,18 @@ def get_preset(name: str) -> ModelConfig:
 class MatchConfig:
     """Turning the network's per-cell output into matches."""
 
-    threshold: float = 0.2          # minimum dual-softmax confidence of a mutual match
-    border: int = 1                 # coarse cells dropped along each edge of the (unpadded) image
+    threshold: float = 0.2  # minimum dual-softmax confidence of a mutual match
+    border: int = 1  # coarse cells dropped along each edge of the (unpadded) image
     max_matches: int | None = None  # keep the most confident ones; None keeps all
-    refine: bool = True             # add the sub-cell offset to image1's keypoints
+    refine: bool = True  # add the sub-cell offset to image1's keypoints
 
 
 @dataclass(frozen=True)
 class RegistrationConfig:
     """Robust geometry fitted to matches (OpenCV USAC MAGSAC)."""
 
-    method: str = "homography"      # or "fundamental"
-    threshold_px: float = 3.0       # inlier threshold in pixels of image1
+    method: str = "homography"  # or "fundamental"
+    threshold_px: float = 3.0  # inlier threshold in pixels of image1
     confidence: float = 0.999
     max_iters: int = 10000
 

@@ -23,16 +23,24 @@ def _put_text(canvas: np.ndarray, text: str) -> None:
     for row, line in enumerate(text.splitlines()):
         origin = (10, round(10 + line_height * (row + 0.8)))
         # A dark outline keeps the text readable over any image.
-        cv2.putText(canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                    thickness + 2, cv2.LINE_AA)
-        cv2.putText(canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                    thickness, cv2.LINE_AA)
+        cv2.putText(
+            canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA
+        )
+        cv2.putText(
+            canvas, line, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
+        )
 
 
-def draw_matches(image0: np.ndarray, image1: np.ndarray, keypoints0: np.ndarray,
-                 keypoints1: np.ndarray, confidence: np.ndarray,
-                 inliers: np.ndarray | None = None, text: str | None = None,
-                 max_lines: int = 500) -> np.ndarray:
+def draw_matches(
+    image0: np.ndarray,
+    image1: np.ndarray,
+    keypoints0: np.ndarray,
+    keypoints1: np.ndarray,
+    confidence: np.ndarray,
+    inliers: np.ndarray | None = None,
+    text: str | None = None,
+    max_lines: int = 500,
+) -> np.ndarray:
     """image0 | image1 side by side with a line per match.
 
     keypoints0 / keypoints1: (N, 2) x, y in pixels of image0 / image1; confidence:
@@ -52,8 +60,9 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, keypoints0: np.ndarray,
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     if not len(kpts0) == len(kpts1) == len(conf):
         raise ValueError(f"{len(kpts0)}, {len(kpts1)} keypoints and {len(conf)} confidences")
-    inlier = (np.ones(len(conf), dtype=bool) if inliers is None
-              else np.asarray(inliers, dtype=bool).reshape(-1))
+    inlier = (
+        np.ones(len(conf), dtype=bool) if inliers is None else np.asarray(inliers, dtype=bool).reshape(-1)
+    )
     if len(inlier) != len(conf):
         raise ValueError(f"{len(inlier)} inlier flags for {len(conf)} matches")
 
@@ -66,9 +75,12 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, keypoints0: np.ndarray,
     # call per group instead of a Python-level call per line, and aliased lines (LINE_AA
     # costs ~6x more) keep this about 1 ms per 640x480 frame pair.
     levels = np.clip(conf[:count] * 16, 0, 15).astype(np.int32)
-    palette = cv2.applyColorMap(((np.arange(16) + 0.5) * 16).astype(np.uint8).reshape(-1, 1),
-                                cv2.COLORMAP_TURBO).reshape(-1, 3).astype(np.int32)
-    segments = np.stack([start, end], axis=1)                      # (count, 2, 2)
+    palette = (
+        cv2.applyColorMap(((np.arange(16) + 0.5) * 16).astype(np.uint8).reshape(-1, 1), cv2.COLORMAP_TURBO)
+        .reshape(-1, 3)
+        .astype(np.int32)
+    )
+    segments = np.stack([start, end], axis=1)  # (count, 2, 2)
     # Outliers first (dimmed), so that inliers stay on top.
     for is_inlier, dim in ((False, 3), (True, 1)):
         for level in np.unique(levels[inlier[:count] == is_inlier]).tolist():

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 
-
 _COUNTED = ("Conv", "MatMul", "Gemm")
 
 
@@ -58,7 +57,7 @@ def count_flops(model_or_path: object) -> FlopCount:
     for node in counted:
         out = shapes[node.output[0]]
         if node.op_type == "Conv":
-            weight = shapes[node.input[1]]             # (C_out, C_in / groups, kH, kW)
+            weight = shapes[node.input[1]]  # (C_out, C_in / groups, kH, kW)
             macs = prod(out) * prod(weight[1:])
         else:
             a = shapes[node.input[0]]

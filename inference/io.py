@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import InvalidInput
+
 #: Largest accepted image, in pixels (width * height); 50 MP covers phone cameras.
 MAX_PIXELS = 50_000_000
 
@@ -25,7 +27,7 @@ _DECODABLE = {"PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP", "DIB", "PPM", "JPEG20
 _JPEG = {"JPEG", "MPO"}
 
 
-class ImageError(ValueError):
+class ImageError(InvalidInput):
     """Base class of everything `decode_image` refuses; `http_status` for the service."""
 
     http_status = 422
@@ -93,7 +95,7 @@ def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
         2: lambda im: cv2.flip(im, 1),
         3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
         4: lambda im: cv2.flip(im, 0),
-        5: lambda im: cv2.transpose(im),
+        5: cv2.transpose,
         6: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
         7: lambda im: cv2.rotate(cv2.transpose(im), cv2.ROTATE_180),
         8: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
@@ -114,11 +116,9 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"image header has an empty size {width}x{height}")
     if width * height > max_pixels:
-        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; "
-                            f"the limit is {max_pixels}")
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     if fmt not in _DECODABLE:
-        raise UnsupportedImageFormat(f"{fmt} images are not supported; use PNG, JPEG, "
-                                     "WebP, TIFF or BMP")
+        raise UnsupportedImageFormat(f"{fmt} images are not supported; use PNG, JPEG, WebP, TIFF or BMP")
     if fmt in _JPEG and not _jpeg_is_complete(data):
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

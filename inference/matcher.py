@@ -1,9 +1,9 @@
 """`Matcher`: decoded images in, matches in each image's own pixels out.
 
-    from inference import Matcher, estimate_homography
-    matcher = Matcher()                      # shipped default model, best available runtime
-    result = matcher.match("a.jpg", "b.jpg")  # or decoded numpy images
-    geometry = estimate_homography(result)
+from coarse_loftr import Matcher, estimate_homography
+matcher = Matcher()                      # shipped default model, best available runtime
+result = matcher.match("a.jpg", "b.jpg")  # or decoded numpy images
+geometry = estimate_homography(result)
 """
 
 from __future__ import annotations
@@ -56,17 +56,25 @@ class Matcher:
     Not thread-safe: serialise calls to `match` (the service uses one worker thread).
     """
 
-    def __init__(self, weights: str | Path | None = None, backend: str = "auto",
-                 size: tuple[int, int] | None = None, match: MatchConfig | None = None,
-                 num_threads: int | None = None, role: str = "default") -> None:
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        backend: str = "auto",
+        size: tuple[int, int] | None = None,
+        match: MatchConfig | None = None,
+        num_threads: int | None = None,
+        role: str = "default",
+    ) -> None:
         self.files: ModelFiles = resolve_weights(weights, size, role)
-        self.backend = create_backend(backend, onnx_path=self.files.onnx,
-                                      checkpoint_path=self.files.checkpoint,
-                                      num_threads=num_threads)
+        self.backend = create_backend(
+            backend, onnx_path=self.files.onnx, checkpoint_path=self.files.checkpoint, num_threads=num_threads
+        )
         self.info = self.backend.info
         if size is not None and tuple(self.info.input_size) != tuple(size):
-            raise WeightsError(f"{self.files.onnx} takes {self.info.input_size[0]}x"
-                               f"{self.info.input_size[1]} input, not {size[0]}x{size[1]}")
+            raise WeightsError(
+                f"{self.files.onnx} takes {self.info.input_size[0]}x"
+                f"{self.info.input_size[1]} input, not {size[0]}x{size[1]}"
+            )
         self.config = match or MatchConfig()
 
     @property
@@ -78,17 +86,22 @@ class Matcher:
         width, height = self.info.input_size
         return f"{self.info.name} {width}x{height} on {self.backend.describe()}"
 
-    def match(self, image0: np.ndarray | str | Path, image1: np.ndarray | str | Path, *,
-              threshold: float | None = None, max_matches: int | None = None,
-              refine: bool | None = None) -> MatchResult:
+    def match(
+        self,
+        image0: np.ndarray | str | Path,
+        image1: np.ndarray | str | Path,
+        *,
+        threshold: float | None = None,
+        max_matches: int | None = None,
+        refine: bool | None = None,
+    ) -> MatchResult:
         """Match two images: decoded arrays (uint8 / uint16 gray, BGR or BGRA, as
         `inference.io.decode_image` returns) or image file paths. Keyword options
         override this matcher's `MatchConfig` for this call."""
         start = time.perf_counter()
         image0 = read_image(image0) if isinstance(image0, (str, Path)) else image0
         image1 = read_image(image1) if isinstance(image1, (str, Path)) else image1
-        config = with_overrides(self.config, threshold=threshold, max_matches=max_matches,
-                                refine=refine)
+        config = with_overrides(self.config, threshold=threshold, max_matches=max_matches, refine=refine)
         size = self.info.input_size
         input0, box0 = letterbox(to_gray_float(image0), size)
         input1, box1 = letterbox(to_gray_float(image1), size)

@@ -37,8 +37,7 @@ def grid_centres(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
     `grid_hw` = (rows, cols), in model-input pixels."""
     rows, cols = grid_hw
     index = np.arange(rows * cols)
-    return np.stack([(index % cols + 0.5) * stride - 0.5,
-                     (index // cols + 0.5) * stride - 0.5], axis=1)
+    return np.stack([(index % cols + 0.5) * stride - 0.5, (index // cols + 0.5) * stride - 0.5], axis=1)
 
 
 def cell_centres(info: ModelInfo) -> np.ndarray:
@@ -52,16 +51,21 @@ def usable_cells(info: ModelInfo, box: Letterbox, border: int) -> np.ndarray:
     least `border` cells away from the edges of that region."""
     cols, rows = info.grid_size
     on_image = box.in_valid_region(cell_centres(info)).reshape(rows, cols)
-    valid_cols = int(on_image[0].sum())    # padding is right / bottom only, so the
+    valid_cols = int(on_image[0].sum())  # padding is right / bottom only, so the
     valid_rows = int(on_image[:, 0].sum())  # image covers a top-left block of cells
     mask = np.zeros((rows, cols), dtype=bool)
     border = max(0, border)
-    mask[border: max(border, valid_rows - border), border: max(border, valid_cols - border)] = True
+    mask[border : max(border, valid_rows - border), border : max(border, valid_cols - border)] = True
     return mask.reshape(-1)
 
 
-def extract_matches(output: BackendOutput, info: ModelInfo, letterbox0: Letterbox,
-                    letterbox1: Letterbox, config: MatchConfig = MatchConfig()) -> Matches:
+def extract_matches(
+    output: BackendOutput,
+    info: ModelInfo,
+    letterbox0: Letterbox,
+    letterbox1: Letterbox,
+    config: MatchConfig = MatchConfig(),
+) -> Matches:
     """Threshold, clean, sort and map one pair's per-cell output.
 
     output: the backend's per-cell result for image0's N0 cells; letterbox0/1: how
@@ -76,14 +80,19 @@ def extract_matches(output: BackendOutput, info: ModelInfo, letterbox0: Letterbo
     index1 = np.asarray(output.match_index).reshape(-1).astype(np.int64)
     offset1 = np.asarray(output.offset1, dtype=np.float32).reshape(-1, 2)
     if not (len(conf) == len(index1) == len(offset1) == cols * rows):
-        raise ValueError(f"backend output has {len(conf)} / {len(index1)} / {len(offset1)} "
-                         f"cells; the {cols}x{rows} grid needs {cols * rows}")
+        raise ValueError(
+            f"backend output has {len(conf)} / {len(index1)} / {len(offset1)} "
+            f"cells; the {cols}x{rows} grid needs {cols * rows}"
+        )
     centres = cell_centres(info)
     in_range = (index1 >= 0) & (index1 < cols * rows)
     index1 = np.where(in_range, index1, 0)
-    keep = (in_range & (conf >= config.threshold)
-            & usable_cells(info, letterbox0, config.border)
-            & usable_cells(info, letterbox1, config.border)[index1])
+    keep = (
+        in_range
+        & (conf >= config.threshold)
+        & usable_cells(info, letterbox0, config.border)
+        & usable_cells(info, letterbox1, config.border)[index1]
+    )
     index0 = np.flatnonzero(keep)
     points0 = centres[index0]
     points1 = centres[index1[index0]]

@@ -18,8 +18,9 @@ def _check_image(image: np.ndarray) -> None:
     if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a uint8 or uint16 image, got {image.dtype}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, "
-                         f"got shape {image.shape}")
+        raise ValueError(
+            f"expected (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, got shape {image.shape}"
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
 
@@ -66,8 +67,7 @@ class Letterbox:
     @property
     def scale(self) -> tuple[float, float]:
         """(sx, sy): model-input pixels per original pixel along each axis."""
-        return (self.resized_size[0] / self.original_size[0],
-                self.resized_size[1] / self.original_size[1])
+        return (self.resized_size[0] / self.original_size[0], self.resized_size[1] / self.original_size[1])
 
     def to_original(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) x, y in model-input pixels -> original-image pixels (float64)."""
@@ -84,8 +84,12 @@ class Letterbox:
         (the image covers [-0.5, w - 0.5] x [-0.5, h - 0.5] of the input)."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         width, height = self.resized_size
-        return ((points[:, 0] >= -0.5) & (points[:, 0] <= width - 0.5)
-                & (points[:, 1] >= -0.5) & (points[:, 1] <= height - 0.5))
+        return (
+            (points[:, 0] >= -0.5)
+            & (points[:, 0] <= width - 0.5)
+            & (points[:, 1] >= -0.5)
+            & (points[:, 1] <= height - 0.5)
+        )
 
 
 def fit_size(original_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[int, int]:
@@ -93,8 +97,7 @@ def fit_size(original_size: tuple[int, int], input_size: tuple[int, int]) -> tup
     width, height = original_size
     in_width, in_height = input_size
     scale = min(in_width / width, in_height / height)
-    return (min(in_width, max(1, round(width * scale))),
-            min(in_height, max(1, round(height * scale))))
+    return (min(in_width, max(1, round(width * scale))), min(in_height, max(1, round(height * scale))))
 
 
 def letterbox(gray: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
@@ -110,8 +113,7 @@ def letterbox(gray: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray
     resized = fit_size(original, input_size)
     if resized != original:
         shrinking = resized[0] * resized[1] < original[0] * original[1]
-        gray = cv2.resize(gray, resized,
-                          interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        gray = cv2.resize(gray, resized, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     model_input = np.zeros((1, 1, input_size[1], input_size[0]), dtype=np.float32)
     model_input[0, 0, : resized[1], : resized[0]] = gray
     return model_input, Letterbox(original, resized, tuple(input_size))

@@ -27,8 +27,10 @@ def _points(matches: Any) -> tuple[np.ndarray, np.ndarray]:
     try:
         kpts0, kpts1 = matches.keypoints0, matches.keypoints1
     except AttributeError:
-        raise TypeError("expected matches with keypoints0 / keypoints1 "
-                        f"(Matches or MatchResult), got {type(matches).__name__}") from None
+        raise TypeError(
+            "expected matches with keypoints0 / keypoints1 "
+            f"(Matches or MatchResult), got {type(matches).__name__}"
+        ) from None
     kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
     kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
     if len(kpts0) != len(kpts1):
@@ -36,8 +38,9 @@ def _points(matches: Any) -> tuple[np.ndarray, np.ndarray]:
     return kpts0, kpts1
 
 
-def _estimate(matches: Any, config: RegistrationConfig | None, method: str,
-              overrides: dict[str, Any]) -> GeometryResult:
+def _estimate(
+    matches: Any, config: RegistrationConfig | None, method: str, overrides: dict[str, Any]
+) -> GeometryResult:
     config = with_overrides(config or RegistrationConfig(), method=method, **overrides)
     kpts0, kpts1 = _points(matches)
     count = len(kpts0)
@@ -47,12 +50,17 @@ def _estimate(matches: Any, config: RegistrationConfig | None, method: str,
     try:
         if method == "homography":
             matrix, mask = cv2.findHomography(
-                kpts0, kpts1, cv2.USAC_MAGSAC, config.threshold_px,
-                maxIters=config.max_iters, confidence=config.confidence)
+                kpts0,
+                kpts1,
+                cv2.USAC_MAGSAC,
+                config.threshold_px,
+                maxIters=config.max_iters,
+                confidence=config.confidence,
+            )
         else:
             matrix, mask = cv2.findFundamentalMat(
-                kpts0, kpts1, cv2.USAC_MAGSAC, config.threshold_px,
-                config.confidence, config.max_iters)
+                kpts0, kpts1, cv2.USAC_MAGSAC, config.threshold_px, config.confidence, config.max_iters
+            )
     except cv2.error:  # degenerate input (e.g. all points identical)
         return no_model
     if matrix is None or mask is None or matrix.shape != (3, 3):
@@ -61,8 +69,9 @@ def _estimate(matches: Any, config: RegistrationConfig | None, method: str,
     return GeometryResult(matrix.astype(np.float64), inliers, int(inliers.sum()))
 
 
-def estimate_homography(matches: Any, config: RegistrationConfig | None = None,
-                        **overrides: Any) -> GeometryResult:
+def estimate_homography(
+    matches: Any, config: RegistrationConfig | None = None, **overrides: Any
+) -> GeometryResult:
     """Homography image0 -> image1 from `Matches` / `MatchResult` keypoints.
 
     overrides: `RegistrationConfig` fields (threshold_px in pixels of image1,
@@ -71,8 +80,9 @@ def estimate_homography(matches: Any, config: RegistrationConfig | None = None,
     return _estimate(matches, config, "homography", overrides)
 
 
-def estimate_fundamental(matches: Any, config: RegistrationConfig | None = None,
-                         **overrides: Any) -> GeometryResult:
+def estimate_fundamental(
+    matches: Any, config: RegistrationConfig | None = None, **overrides: Any
+) -> GeometryResult:
     """Fundamental matrix (x1^T F x0 = 0) from matches; needs at least 8, else None."""
     return _estimate(matches, config, "fundamental", overrides)
 
@@ -85,7 +95,8 @@ def warp_blend(image0: np.ndarray, image1: np.ndarray, homography: np.ndarray) -
     size = (bgr1.shape[1], bgr1.shape[0])
     matrix = np.asarray(homography, dtype=np.float64)
     warped = cv2.warpPerspective(bgr0, matrix, size, flags=cv2.INTER_LINEAR)
-    coverage = cv2.warpPerspective(np.full(bgr0.shape[:2], 255, np.uint8), matrix, size,
-                                   flags=cv2.INTER_NEAREST)
+    coverage = cv2.warpPerspective(
+        np.full(bgr0.shape[:2], 255, np.uint8), matrix, size, flags=cv2.INTER_NEAREST
+    )
     blended = cv2.addWeighted(warped, 0.5, bgr1, 0.5, 0.0)
     return np.where(coverage[:, :, None] > 0, blended, bgr1)

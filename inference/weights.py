@@ -10,7 +10,7 @@ Two roles name an entry each: `default` (uploads, the CLI, `Matcher()`) and `liv
 WebSocket stream, where frame rate matters more than the last pixel); a manifest without
 `live` uses its default for both.
 
-The shipped directory is the top-level `weights` package. An input size with no ONNX
+The shipped directory is the `coarse_loftr.weights` package. An input size with no ONNX
 file is exported on the fly from the entry's checkpoint when PyTorch is installed,
 into a cache keyed by the checkpoint's hash and the size.
 """
@@ -25,12 +25,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import CoarseLoftrError
+from .paths import WEIGHTS_DIR
+
 MANIFEST = "manifest.json"
 #: Manifest keys that name the model for a use: uploads and the CLI, or live video.
 ROLES = ("default", "live")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(CoarseLoftrError):
     """No usable model files for the request; the message says what exists."""
 
 
@@ -45,11 +48,8 @@ class ModelFiles:
 
 
 def shipped_weights_dir() -> Path:
-    """The folder of the `weights` package (model files installed with the project)."""
-    spec = importlib.util.find_spec("weights")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError("the shipped `weights` package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+    """The folder of `coarse_loftr.weights` (model files installed with the package)."""
+    return WEIGHTS_DIR
 
 
 def cache_dir() -> Path:
@@ -74,8 +74,10 @@ def parse_size(text: str) -> tuple[int, int]:
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
-        raise WeightsError(f"no {MANIFEST} in {folder}: no shipped weights were found "
-                           "(train and export a model, or pass an .onnx file)")
+        raise WeightsError(
+            f"no {MANIFEST} in {folder}: no shipped weights were found "
+            "(train and export a model, or pass an .onnx file)"
+        )
     try:
         manifest = json.loads(path.read_text())
         models = manifest["models"]
@@ -109,8 +111,7 @@ def export_from_checkpoint(checkpoint: Path, input_size: tuple[int, int]) -> Pat
     Needs PyTorch; raises WeightsError when it is missing.
     """
     if importlib.util.find_spec("torch") is None:
-        raise WeightsError("exporting a new input size needs PyTorch (pip install "
-                           "'coarse-loftr[train]')")
+        raise WeightsError("exporting a new input size needs PyTorch (pip install 'coarse-loftr[train]')")
     width, height = input_size
     target = cache_dir() / f"{checkpoint.stem}-{_checkpoint_digest(checkpoint)}-{width}x{height}.onnx"
     if target.is_file():
@@ -130,8 +131,9 @@ def export_from_checkpoint(checkpoint: Path, input_size: tuple[int, int]) -> Pat
     return target
 
 
-def resolve_weights(weights: str | Path | None = None, size: tuple[int, int] | None = None,
-                    role: str = "default") -> ModelFiles:
+def resolve_weights(
+    weights: str | Path | None = None, size: tuple[int, int] | None = None, role: str = "default"
+) -> ModelFiles:
     """Model files for `weights` (None: the shipped folder; an .onnx file; or a folder
     with a manifest) at input `size` (W, H; None: the manifest's entry for `role`, one of
     `ROLES`). An .onnx file serves every role.
@@ -147,8 +149,9 @@ def resolve_weights(weights: str | Path | None = None, size: tuple[int, int] | N
         return ModelFiles(onnx=path)
     folder = shipped_weights_dir() if weights is None else Path(weights)
     if not folder.is_dir():
-        raise WeightsError(f"weights not found: {folder} (expected an .onnx file or a "
-                           f"folder with {MANIFEST})")
+        raise WeightsError(
+            f"weights not found: {folder} (expected an .onnx file or a folder with {MANIFEST})"
+        )
     manifest = _read_manifest(folder)
     models: dict[str, dict] = manifest["models"]
     default = manifest.get(role) or manifest.get("default")
@@ -165,10 +168,20 @@ def resolve_weights(weights: str | Path | None = None, size: tuple[int, int] | N
         checkpoint = _file(folder, entry, "checkpoint")
         if checkpoint is not None and importlib.util.find_spec("torch") is not None:
             return ModelFiles(export_from_checkpoint(checkpoint, wanted), checkpoint, wanted)
-    available = sorted({f"{w}x{h}" for entry in models.values()
-                        for w, h in [entry["input_size"]] if _file(folder, entry, "onnx")})
+    available = sorted(
+        {
+            f"{w}x{h}"
+            for entry in models.values()
+            for w, h in [entry["input_size"]]
+            if _file(folder, entry, "onnx")
+        }
+    )
     raise WeightsError(
         f"no model for input size {wanted[0]}x{wanted[1]} in {folder}; available: "
         f"{', '.join(available) or 'none'}"
-        + ("" if importlib.util.find_spec("torch") else
-           " (other sizes need PyTorch to export from a checkpoint)"))
+        + (
+            ""
+            if importlib.util.find_spec("torch")
+            else " (other sizes need PyTorch to export from a checkpoint)"
+        )
+    )

@@ -30,9 +30,14 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     """A valid, tiny PNG whose header claims width x height 8-bit gray pixels: the
     zlib stream of all those zero rows compresses to a few hundred bytes per MB but is
     cut short here, so a decoder that trusted the header would allocate 2.5 GB first."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     rows = zlib.compressobj(9)

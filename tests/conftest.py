@@ -16,9 +16,9 @@ def random_student_onnx(tmp_path_factory) -> Path:
     default runs at); the service and the runtime tests load it with `--weights`."""
     import torch
 
-    from inference.config import get_preset
-    from inference.export import export_onnx
-    from inference.model import CoarseLoFTR
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.export import export_onnx
+    from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "student_320x240.onnx"
@@ -32,9 +32,9 @@ def random_trt_onnx(tmp_path_factory) -> Path:
     at 640x480."""
     import torch
 
-    from inference.config import get_preset
-    from inference.export import export_onnx
-    from inference.model import CoarseLoFTR
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.export import export_onnx
+    from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "coarse_loftr_trt_640x480.onnx"

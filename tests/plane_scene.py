@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training import mvs_format
+from coarse_loftr.training import mvs_format
 
 # Plane n . X = d in world coordinates (= camera 0's frame), n of unit length.
 PLANE_N = np.array([-0.25, 0.15, 1.0]) / np.linalg.norm([-0.25, 0.15, 1.0])
@@ -38,21 +38,26 @@ def extrinsic_from(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     return e
 
 
-def render_plane(extrinsic: np.ndarray, intrinsic: np.ndarray, size: tuple[int, int]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_plane(
+    extrinsic: np.ndarray, intrinsic: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact z-depth of the plane at every pixel centre and the texture seen there.
     Returns image (H, W) uint8 and depth (H, W) float32."""
     width, height = size
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    rays = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ np.linalg.inv(intrinsic).T   # z = 1
+    rays = np.stack([xs, ys, np.ones_like(xs)], axis=-1) @ np.linalg.inv(intrinsic).T  # z = 1
     r, t = extrinsic[:3, :3], extrinsic[:3, 3]
     # World point on a ray at depth s: X = R^T (s * ray - t); solve n . X = d for s.
     n_cam = r @ PLANE_N
     s = (PLANE_D + n_cam @ t) / (rays @ n_cam)
     world = (s[..., None] * rays - t) @ r
     u, v = world[..., 0], world[..., 1]
-    texture = (0.5 + 0.2 * np.sin(7.0 * u + 2.0 * v) + 0.15 * np.sin(-3.0 * u + 9.0 * v)
-               + 0.15 * np.sign(np.sin(5.0 * u) * np.sin(5.0 * v)))
+    texture = (
+        0.5
+        + 0.2 * np.sin(7.0 * u + 2.0 * v)
+        + 0.15 * np.sin(-3.0 * u + 9.0 * v)
+        + 0.15 * np.sign(np.sin(5.0 * u) * np.sin(5.0 * v))
+    )
     image = (np.clip(texture, 0, 1) * 255 + 0.5).astype(np.uint8)
     return image, s.astype(np.float32)
 
@@ -84,8 +89,10 @@ class PlaneScene:
             # PNG in place of BlendedMVS's JPEG: lossless, so pixel checks stay exact.
             cv2.imwrite(str(folder / mvs_format.IMAGE_DIR / f"{name}.png"), image)
             mvs_format.write_pfm(folder / mvs_format.DEPTH_DIR / f"{name}.pfm", depth)
-            mvs_format.write_cam(folder / mvs_format.CAM_DIR / f"{name}_cam.txt",
-                                 mvs_format.Camera(e, k, 2.0, 0.05))
-        mvs_format.write_pairs(folder / mvs_format.CAM_DIR / mvs_format.PAIR_FILE,
-                               {0: [(1, 0.9)], 1: [(0, 0.9)]})
+            mvs_format.write_cam(
+                folder / mvs_format.CAM_DIR / f"{name}_cam.txt", mvs_format.Camera(e, k, 2.0, 0.05)
+            )
+        mvs_format.write_pairs(
+            folder / mvs_format.CAM_DIR / mvs_format.PAIR_FILE, {0: [(1, 0.9)], 1: [(0, 0.9)]}
+        )
         return folder

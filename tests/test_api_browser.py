@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-
-from api import loadtest
 from api_helpers import PAIRS, VIDEO
+
+from coarse_loftr.api import loadtest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CLIP = VIDEO / "visp_cube_poster_384x288.y4m"
@@ -22,8 +22,10 @@ CLIP = VIDEO / "visp_cube_poster_384x288.y4m"
 pytestmark = [
     pytest.mark.browser,
     # CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
-    pytest.mark.skipif(not CHROMIUM.exists() and os.environ.get("CI") != "true",
-                       reason="Debian's chromium is not installed (apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and os.environ.get("CI") != "true",
+        reason="Debian's chromium is not installed (apt-get install -y chromium)",
+    ),
 ]
 
 
@@ -31,11 +33,12 @@ pytestmark = [
 def server():
     # The shipped weights as `coarse-loftr serve` uses them (live and uploads models), so
     # that the page shows real matches of a real pair (and the screenshots are worth keeping).
-    from inference.weights import shipped_weights_dir
+    from coarse_loftr.inference.weights import shipped_weights_dir
 
     url = f"http://127.0.0.1:{loadtest.free_port()}"
-    process = loadtest.start_server(str(shipped_weights_dir()), int(url.rsplit(":", 1)[1]),
-                                    threads=1, queue_size=4)
+    process = loadtest.start_server(
+        str(shipped_weights_dir()), int(url.rsplit(":", 1)[1]), threads=1, queue_size=4
+    )
     try:
         loadtest.wait_healthy(url, process)
         yield url
@@ -49,10 +52,16 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={CLIP}", "--no-sandbox",
-        ])
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={CLIP}",
+                "--no-sandbox",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -89,9 +98,10 @@ def test_live_camera_stream(page, screenshots):
     page.wait_for_function("window.__overlays >= 1", timeout=30_000)
     assert page.locator("#error").is_hidden()
     page.wait_for_function("window.__overlays >= 3", timeout=30_000)
-    page.keyboard.press("s")                       # set reference, as the seed demo's key
-    page.wait_for_function("document.getElementById('live-status').textContent.startsWith('reference: frame')",
-                           timeout=10_000)
+    page.keyboard.press("s")  # set reference, as the seed demo's key
+    page.wait_for_function(
+        "document.getElementById('live-status').textContent.startsWith('reference: frame')", timeout=10_000
+    )
     seen = overlay_count(page)
     page.wait_for_function(f"window.__overlays >= {seen + 3}", timeout=30_000)
     server_fps = float(page.text_content("#server-fps"))
@@ -99,12 +109,13 @@ def test_live_camera_stream(page, screenshots):
     assert server_fps > 0 and rtt_fps > 0
     assert int(page.text_content("#num-matches")) >= 0
     assert float(page.text_content("#inference-ms")) > 0
-    size = page.evaluate("[document.getElementById('overlay').naturalWidth, "
-                         "document.getElementById('overlay').naturalHeight]")
-    assert size == [768, 288]                      # reference | frame of the 384x288 clip
+    size = page.evaluate(
+        "[document.getElementById('overlay').naturalWidth, document.getElementById('overlay').naturalHeight]"
+    )
+    assert size == [768, 288]  # reference | frame of the 384x288 clip
     page.screenshot(path=str(screenshots / "live.png"))
 
-    page.keyboard.press("p")                       # pause: no more overlays
+    page.keyboard.press("p")  # pause: no more overlays
     page.wait_for_function("document.getElementById('live-status').textContent === 'paused'")
     page.wait_for_timeout(300)
     paused_at = overlay_count(page)
@@ -119,8 +130,11 @@ def test_upload_tab(page, screenshots):
     page.set_input_files("#image-a", str(PAIRS / "0041_a.jpg"))
     page.set_input_files("#image-b", str(PAIRS / "0041_b.jpg"))
     page.click("#match-button")
-    page.wait_for_function("document.getElementById('warp-overlay').naturalWidth > 0 || "
-                           "!document.getElementById('error').hidden", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('warp-overlay').naturalWidth > 0 || "
+        "!document.getElementById('error').hidden",
+        timeout=60_000,
+    )
     assert page.locator("#error").is_hidden(), page.text_content("#error-text")
     summary = page.text_content("#upload-summary")
     assert re.match(r"\d+ matches, \d+ inliers", summary), summary

@@ -7,14 +7,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from api import loadtest
+from coarse_loftr.api import loadtest
 
 
 @pytest.fixture(scope="module")
 def api_schema(random_student_onnx):
     url = f"http://127.0.0.1:{loadtest.free_port()}"
-    process = loadtest.start_server(str(random_student_onnx), int(url.rsplit(":", 1)[1]),
-                                    threads=1, queue_size=8)
+    process = loadtest.start_server(
+        str(random_student_onnx), int(url.rsplit(":", 1)[1]), threads=1, queue_size=8
+    )
     try:
         loadtest.wait_healthy(url, process)
         yield schemathesis.openapi.from_url(f"{url}/openapi.json")
@@ -33,5 +34,4 @@ def test_api_conforms_to_its_schema(case):
     # Schema-valid is not image-valid: OpenAPI cannot say "decodable PNG or JPEG", so
     # the random bytes it sends as `a` / `b` are rightly refused (415 / 422 / 413).
     # Every other check stays on, negative data (bad query values) included.
-    case.call_and_validate(timeout=30,
-                           excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    case.call_and_validate(timeout=30, excluded_checks=[schemathesis.checks.positive_data_acceptance])

@@ -8,18 +8,23 @@ import threading
 import cv2
 import numpy as np
 import pytest
+from api_helpers import decode, jpeg, pair_bytes, png, png_bomb
 from fastapi.testclient import TestClient
 
-from api import ServiceSettings, create_app
-from api_helpers import decode, jpeg, pair_bytes, png, png_bomb
+from coarse_loftr.api import ServiceSettings, create_app
 
 MAX_BYTES = 400_000
 
 
 @pytest.fixture(scope="module")
 def client(random_student_onnx):
-    settings = ServiceSettings(weights=random_student_onnx, max_upload_bytes=MAX_BYTES,
-                               max_pixels=5_000_000, queue_size=1, num_threads=1)
+    settings = ServiceSettings(
+        weights=random_student_onnx,
+        max_upload_bytes=MAX_BYTES,
+        max_pixels=5_000_000,
+        queue_size=1,
+        num_threads=1,
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -55,7 +60,9 @@ def test_match_json_in_each_images_pixels(client, images):
     assert body["image_size0"] == {"width": 640, "height": 480}
     assert body["image_size1"] == {"width": 400, "height": 300}
     assert 0 < body["num_matches"] <= 300
-    assert body["num_matches"] == len(body["keypoints0"]) == len(body["keypoints1"]) == len(body["confidence"])
+    assert (
+        body["num_matches"] == len(body["keypoints0"]) == len(body["keypoints1"]) == len(body["confidence"])
+    )
     k0, k1 = np.array(body["keypoints0"]), np.array(body["keypoints1"])
     assert k0.min() >= -0.5 and (k0 <= [639.5, 479.5]).all()
     assert k1.min() >= -0.5 and (k1 <= [399.5, 299.5]).all()
@@ -77,11 +84,11 @@ def test_match_self_gives_identity_homography(client, images):
     body = post(client, "/match", data, data, threshold=0.0, refine=False, ransac="homography").json()
     assert body["num_matches"] >= 50
     assert len(body["inliers"]) == body["num_matches"] and body["num_inliers"] >= 0.5 * body["num_matches"]
-    np.testing.assert_allclose(np.array(body["homography"]) / body["homography"][2][2], np.eye(3),
-                               atol=0.05)
-    fundamental = post(client, "/match", data, data, threshold=0.0, refine=False,
-                       ransac="fundamental").json()
-    assert fundamental["num_inliers"] is not None and len(fundamental["inliers"]) == fundamental["num_matches"]
+    np.testing.assert_allclose(np.array(body["homography"]) / body["homography"][2][2], np.eye(3), atol=0.05)
+    fundamental = post(client, "/match", data, data, threshold=0.0, refine=False, ransac="fundamental").json()
+    assert (
+        fundamental["num_inliers"] is not None and len(fundamental["inliers"]) == fundamental["num_matches"]
+    )
 
 
 def test_threshold_and_max_matches_options(client, images):
@@ -100,8 +107,12 @@ def test_match_png_overlay(client, images, how):
     small_b = cv2.resize(b, (320, 240))
     headers = {"Accept": "image/png"} if how == "accept" else {}
     params = {"format": "png"} if how == "query" else {}
-    response = client.post("/match", files={"a": ("a.jpg", jpeg(a)), "b": ("b.png", png(small_b))},
-                           params={"threshold": 0.0, **params}, headers=headers)
+    response = client.post(
+        "/match",
+        files={"a": ("a.jpg", jpeg(a)), "b": ("b.png", png(small_b))},
+        params={"threshold": 0.0, **params},
+        headers=headers,
+    )
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     overlay = decode(response.content)
     # b is scaled to a's height: 640 + 320 * 2 wide.
@@ -140,10 +151,13 @@ def test_health_info_docs(client):
     schema = client.get("/openapi.json").json()
     match = schema["paths"]["/match"]["post"]
     assert {"200", "413", "415", "422", "503"} <= set(match["responses"])
-    assert match["responses"]["413"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+    assert match["responses"]["413"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ErrorResponse"
+    )
     assert "image/png" in match["responses"]["200"]["content"]
-    assert {"MatchResponse", "RegisterResponse", "HealthResponse", "InfoResponse",
-            "ErrorResponse"} <= set(schema["components"]["schemas"])
+    assert {"MatchResponse", "RegisterResponse", "HealthResponse", "InfoResponse", "ErrorResponse"} <= set(
+        schema["components"]["schemas"]
+    )
     page = client.get("/")
     assert page.status_code == 200 and 'id="overlay"' in page.text
     assert client.get("/static/app.js").status_code == 200
@@ -152,12 +166,13 @@ def test_health_info_docs(client):
 def test_accepts_16bit_gray_and_rgba(client, images):
     a = images[0]
     gray = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
-    deep = (cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257)
+    deep = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
     rgba = cv2.cvtColor(a, cv2.COLOR_BGR2BGRA)
     reference = post(client, "/match", png(a), png(a), threshold=0.0).json()["num_matches"]
     for image in (gray, deep, rgba):
-        response = client.post("/match", files={"a": ("a.png", png(image)), "b": ("b.png", png(a))},
-                               params={"threshold": 0.0})
+        response = client.post(
+            "/match", files={"a": ("a.png", png(image)), "b": ("b.png", png(a))}, params={"threshold": 0.0}
+        )
         assert response.status_code == 200, response.text
         # The model sees the same gray picture every time.
         assert abs(response.json()["num_matches"] - reference) <= 0.1 * reference
@@ -168,12 +183,15 @@ def test_missing_part(client, images):
     assert_error(client.post("/match"), 422)
 
 
-@pytest.mark.parametrize("data,status,code", [
-    (b"definitely not an image" * 10, 415, "unsupported_image"),
-    (b"", 422, "empty_image"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, (415, 422), None),       # a JPEG start, then garbage
-    (b"GIF89a" + b"\x00" * 3, (415, 422), None),                   # header cut short
-])
+@pytest.mark.parametrize(
+    "data,status,code",
+    [
+        (b"definitely not an image" * 10, 415, "unsupported_image"),
+        (b"", 422, "empty_image"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 100, (415, 422), None),  # a JPEG start, then garbage
+        (b"GIF89a" + b"\x00" * 3, (415, 422), None),  # header cut short
+    ],
+)
 def test_bad_image_bytes(client, images, data, status, code):
     body = assert_error(post(client, "/match", data, jpeg(images[1])), status, code)
     assert "'a'" in body["detail"]
@@ -181,10 +199,12 @@ def test_bad_image_bytes(client, images, data, status, code):
 
 def test_truncated_jpeg_and_png(client, images):
     whole_jpeg, whole_png = jpeg(images[0]), png(images[0])
-    assert_error(post(client, "/match", jpeg(images[1]), whole_jpeg[: len(whole_jpeg) // 2]), 422,
-                 "invalid_image")
-    assert_error(post(client, "/match", jpeg(images[1]), whole_png[: len(whole_png) // 2]), 422,
-                 "invalid_image")
+    assert_error(
+        post(client, "/match", jpeg(images[1]), whole_jpeg[: len(whole_jpeg) // 2]), 422, "invalid_image"
+    )
+    assert_error(
+        post(client, "/match", jpeg(images[1]), whole_png[: len(whole_png) // 2]), 422, "invalid_image"
+    )
 
 
 def test_byte_limit(client, images):
@@ -205,11 +225,21 @@ def test_decompression_bomb_refused_before_decoding(client, images):
     assert "pixels" in body["detail"]
 
 
-@pytest.mark.parametrize("params", [
-    {"threshold": 5}, {"threshold": -0.1}, {"threshold": "nan"}, {"max_matches": 0},
-    {"max_matches": 10**9}, {"ransac": "affine"}, {"ransac_threshold": 0},
-    {"ransac_threshold": 1e9}, {"refine": "maybe"}, {"format": "gif"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threshold": 5},
+        {"threshold": -0.1},
+        {"threshold": "nan"},
+        {"max_matches": 0},
+        {"max_matches": 10**9},
+        {"ransac": "affine"},
+        {"ransac_threshold": 0},
+        {"ransac_threshold": 1e9},
+        {"refine": "maybe"},
+        {"format": "gif"},
+    ],
+)
 def test_absurd_query_values(client, images, params):
     a, b = (jpeg(image) for image in images)
     assert_error(post(client, "/match", a, b, **params), 422, "invalid_request")
@@ -227,7 +257,7 @@ def test_busy_answers_503_with_retry_after(client, images):
     async def submit(fn):
         return service.worker.submit(fn)
 
-    futures = [client.portal.call(submit, hold)]          # the worker blocks in this job
+    futures = [client.portal.call(submit, hold)]  # the worker blocks in this job
     assert started.wait(10)
     futures.append(client.portal.call(submit, lambda: None))  # ...and this one fills the queue
     try:
@@ -258,10 +288,18 @@ def test_uploads_and_the_stream_use_their_own_models(tmp_path, random_student_on
 
     (tmp_path / "live.onnx").write_bytes(random_student_onnx.read_bytes())
     (tmp_path / "uploads.onnx").write_bytes(random_trt_onnx.read_bytes())
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "default": "uploads", "live": "live",
-        "models": {"uploads": {"onnx": "uploads.onnx", "input_size": [640, 480]},
-                   "live": {"onnx": "live.onnx", "input_size": [320, 240]}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "default": "uploads",
+                "live": "live",
+                "models": {
+                    "uploads": {"onnx": "uploads.onnx", "input_size": [640, 480]},
+                    "live": {"onnx": "live.onnx", "input_size": [320, 240]},
+                },
+            }
+        )
+    )
     settings = ServiceSettings(weights=tmp_path, num_threads=1)
     with TestClient(create_app(settings)) as client:
         info = client.get("/info").json()
@@ -272,9 +310,9 @@ def test_uploads_and_the_stream_use_their_own_models(tmp_path, random_student_on
         with client.websocket_connect("/ws/stream") as ws:
             ready = ws.receive_json()
             assert ready["model"] == "student" and ready["input_size"] == [320, 240]
-    with TestClient(create_app(ServiceSettings(weights=tmp_path, live_size=(640, 480),
-                                               num_threads=1))) as client:
+    with TestClient(
+        create_app(ServiceSettings(weights=tmp_path, live_size=(640, 480), num_threads=1))
+    ) as client:
         assert client.get("/info").json()["live_input_size"] == {"width": 640, "height": 480}
         service = client.app.state.service
-        assert service.live_matcher is service.matcher     # one model, loaded once
-
+        assert service.live_matcher is service.matcher  # one model, loaded once

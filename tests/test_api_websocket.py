@@ -7,19 +7,20 @@ import json
 
 import cv2
 import pytest
+from api_helpers import VIDEO, decode, jpeg
 from fastapi.testclient import TestClient
 
-from api import ServiceSettings, create_app
-from api.websocket import StreamSession
-from api_helpers import VIDEO, decode, jpeg
+from coarse_loftr.api import ServiceSettings, create_app
+from coarse_loftr.api.websocket import StreamSession
 
 MAX_FRAME = 200_000
 
 
 @pytest.fixture(scope="module")
 def client(random_student_onnx):
-    settings = ServiceSettings(weights=random_student_onnx, ws_max_frame_bytes=MAX_FRAME,
-                               ws_max_side=384, num_threads=1)
+    settings = ServiceSettings(
+        weights=random_student_onnx, ws_max_frame_bytes=MAX_FRAME, ws_max_side=384, num_threads=1
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -73,7 +74,7 @@ def test_first_frame_is_the_reference_and_gets_an_overlay(client, frames):
         assert result["num_matches"] > 0 and result["inference_ms"] > 0
         assert result["frames_dropped"] == 0
         overlay = decode(ws.receive_bytes())
-        assert overlay.shape == (288, 768, 3)     # reference | frame
+        assert overlay.shape == (288, 768, 3)  # reference | frame
 
         ws.send_bytes(frames[5])
         second, _ = result_of(ws)
@@ -84,7 +85,7 @@ def test_first_frame_is_the_reference_and_gets_an_overlay(client, frames):
 def test_set_and_clear_reference(client, frames):
     with client.websocket_connect("/ws/stream") as ws:
         receive_json(ws)
-        ws.send_text(json.dumps({"type": "set_reference"}))   # before any frame: the next one
+        ws.send_text(json.dumps({"type": "set_reference"}))  # before any frame: the next one
         assert receive_json(ws) == {"type": "reference_set", "frame_id": None}
         for frame in frames[:3]:
             ws.send_bytes(frame)
@@ -123,7 +124,7 @@ def test_pause_resume_and_settings(client, frames):
 def test_latest_frame_wins(client, frames):
     with client.websocket_connect("/ws/stream") as ws:
         receive_json(ws)
-        for frame in frames:       # all at once: later frames replace waiting ones
+        for frame in frames:  # all at once: later frames replace waiting ones
             ws.send_bytes(frame)
         results = []
         while not results or results[-1]["frame_id"] != len(frames):
@@ -161,30 +162,36 @@ def test_pipelined_client_gets_every_overlay_in_order(client, frames):
         assert events == expected
 
 
-@pytest.mark.parametrize("text,code", [
-    ("{not json", "invalid_json"),
-    ('"a string"', "unknown_message"),
-    ('{"type": "explode"}', "unknown_message"),
-    ('{"no_type": 1}', "unknown_message"),
-    ('{"type": "settings", "threshold": 7}', "invalid_message"),
-    ('{"type": "settings", "size": "big"}', "invalid_message"),
-    ('{"type": "pause", "extra": true}', "invalid_message"),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("{not json", "invalid_json"),
+        ('"a string"', "unknown_message"),
+        ('{"type": "explode"}', "unknown_message"),
+        ('{"no_type": 1}', "unknown_message"),
+        ('{"type": "settings", "threshold": 7}', "invalid_message"),
+        ('{"type": "settings", "size": "big"}', "invalid_message"),
+        ('{"type": "pause", "extra": true}', "invalid_message"),
+    ],
+)
 def test_bad_control_messages(client, frames, text, code):
     with client.websocket_connect("/ws/stream") as ws:
         receive_json(ws)
         ws.send_text(text)
         error = receive_json(ws)
         assert error["type"] == "error" and error["code"] == code and error["detail"]
-        ws.send_bytes(frames[0])                 # the connection still works
+        ws.send_bytes(frames[0])  # the connection still works
         assert result_of(ws)[0]["frame_id"] == 1
 
 
-@pytest.mark.parametrize("data,code", [
-    (b"this is not an image", "unsupported_image"),
-    (b"", "empty_image"),
-    (b"\xff" * (MAX_FRAME + 1), "frame_too_large"),
-])
+@pytest.mark.parametrize(
+    "data,code",
+    [
+        (b"this is not an image", "unsupported_image"),
+        (b"", "empty_image"),
+        (b"\xff" * (MAX_FRAME + 1), "frame_too_large"),
+    ],
+)
 def test_bad_frames(client, frames, data, code):
     with client.websocket_connect("/ws/stream") as ws:
         receive_json(ws)
@@ -210,13 +217,13 @@ def test_disconnect_frees_the_session(client, frames):
         with client.websocket_connect("/ws/stream") as ws:
             receive_json(ws)
             ws.send_bytes(frames[0])
-            ws.send_bytes(frames[1])      # leave work behind
+            ws.send_bytes(frames[1])  # leave work behind
     assert client.get("/health").status_code == 200
     for _ in range(20):
         gc.collect()
         if not any(isinstance(o, StreamSession) for o in gc.get_objects()):
             break
-        client.get("/health")            # let the app's loop run the cancelled tasks
+        client.get("/health")  # let the app's loop run the cancelled tasks
     assert not any(isinstance(o, StreamSession) for o in gc.get_objects())
 
 

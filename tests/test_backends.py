@@ -14,14 +14,14 @@ import onnx
 import pytest
 import torch
 
-from inference.backends import BackendUnavailable, available_backends, create_backend
-from inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-from inference.backends.tensorrt_backend import build_engine, engine_cache_key, tensorrt_status
-from inference.benchmark import synthetic_pair
-from inference.config import get_preset
-from inference.export import export_onnx
-from inference.model import CoarseLoFTR
-from inference.preprocess import letterbox, to_gray_float
+from coarse_loftr.inference.backends import BackendUnavailable, available_backends, create_backend
+from coarse_loftr.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from coarse_loftr.inference.backends.tensorrt_backend import build_engine, engine_cache_key, tensorrt_status
+from coarse_loftr.inference.benchmark import synthetic_pair
+from coarse_loftr.inference.config import get_preset
+from coarse_loftr.inference.export import export_onnx
+from coarse_loftr.inference.model import CoarseLoFTR
+from coarse_loftr.inference.preprocess import letterbox, to_gray_float
 
 no_tensorrt = pytest.mark.skipif(tensorrt_status() is None, reason="TensorRT can run here")
 
@@ -61,7 +61,7 @@ def test_onnxruntime_and_torch_agree(student, pair):
 def test_auto_picks_onnxruntime_here_and_says_why(student, caplog):
     if tensorrt_status() is None:
         pytest.skip("TensorRT can run here")
-    with caplog.at_level(logging.INFO, logger="inference.backends"):
+    with caplog.at_level(logging.INFO, logger="coarse_loftr.inference.backends"):
         backend = create_backend("auto", onnx_path=student[0], num_threads=1)
     assert backend.name == "onnxruntime"
     assert "CPUExecutionProvider, 1 threads" in backend.describe()
@@ -82,10 +82,12 @@ def test_engine_cache_key_follows_onnx_gpu_version_precision(student):
     key = engine_cache_key(data, "NVIDIA H100", "10.3.0", True)
     assert key == engine_cache_key(data, "NVIDIA H100", "10.3.0", True)
     changed = data[:-1] + bytes([data[-1] ^ 1])
-    others = {engine_cache_key(changed, "NVIDIA H100", "10.3.0", True),
-              engine_cache_key(data, "NVIDIA A100", "10.3.0", True),
-              engine_cache_key(data, "NVIDIA H100", "10.4.0", True),
-              engine_cache_key(data, "NVIDIA H100", "10.3.0", False)}
+    others = {
+        engine_cache_key(changed, "NVIDIA H100", "10.3.0", True),
+        engine_cache_key(data, "NVIDIA A100", "10.3.0", True),
+        engine_cache_key(data, "NVIDIA H100", "10.4.0", True),
+        engine_cache_key(data, "NVIDIA H100", "10.3.0", False),
+    }
     assert key not in others and len(others) == 4
 
 
@@ -115,7 +117,9 @@ def test_onnx_without_metadata_is_refused(student, tmp_path):
 
 
 def test_runtime_modules_do_not_import_torch():
-    code = ("import sys, inference.backends, inference.backends.onnxruntime_backend, "
-            "inference.backends.tensorrt_backend, inference.benchmark, inference.flops; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, inference.backends, inference.backends.onnxruntime_backend, "
+        "inference.backends.tensorrt_backend, inference.benchmark, inference.flops; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

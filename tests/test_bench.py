@@ -6,23 +6,45 @@ import json
 
 import numpy as np
 
-from commands import main
-from inference.benchmark import load_pairs, synthetic_pair
+from coarse_loftr.commands import main
+from coarse_loftr.inference.benchmark import load_pairs, synthetic_pair
 
 PHASES = {"preprocess", "inference", "postprocess", "total"}
 
 
 def test_bench_json_on_one_pair(capsys):
-    code = main(["bench", "--preset", "student", "--seed-baseline", "--pairs", "1", "--repeat", "1",
-                 "--sizes", "320x240", "--backends", "onnxruntime", "--threads", "1", "--json"])
+    code = main(
+        [
+            "bench",
+            "--preset",
+            "student",
+            "--seed-baseline",
+            "--pairs",
+            "1",
+            "--repeat",
+            "1",
+            "--sizes",
+            "320x240",
+            "--backends",
+            "onnxruntime",
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert {"source", "pairs", "repeat", "threads", "rows"} <= set(report)
     assert report["pairs"] == 1 and report["threads"] == 1
     rows = {(row["method"], row["size"]): row for row in report["rows"]}
     # The shipped model is always timed, beside what the options add.
-    assert set(rows) == {("shipped", "320x240"), ("student (random init)", "320x240"),
-                         ("seed baseline", "640x480"), ("ORB", "320x240"), ("SIFT", "320x240")}
+    assert set(rows) == {
+        ("shipped", "320x240"),
+        ("student (random init)", "320x240"),
+        ("seed baseline", "640x480"),
+        ("ORB", "320x240"),
+        ("SIFT", "320x240"),
+    }
     for row in rows.values():
         assert set(row["median_ms"]) == set(row["p90_ms"]) == PHASES
         assert row["samples"] == 1
@@ -44,5 +66,5 @@ def test_synthetic_pairs_without_shared_data(tmp_path):
     pairs, source = load_pairs(2, tmp_path / "nothing-here")
     assert source.startswith("synthetic") and len(pairs) == 2
     again = synthetic_pair(1)
-    np.testing.assert_array_equal(pairs[1].image1, again.image1)   # deterministic
+    np.testing.assert_array_equal(pairs[1].image1, again.image1)  # deterministic
     assert pairs[0].image0.shape == (480, 640) and pairs[0].image0.std() > 20

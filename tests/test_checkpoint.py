@@ -7,16 +7,20 @@ import ast
 
 import pytest
 import torch
-
 from conftest import SHARED
-from inference.checkpoint import load_checkpoint, read_checkpoint
-from inference.config import get_preset
-from inference.model import CoarseLoFTR
+
+from coarse_loftr.inference.checkpoint import load_checkpoint, read_checkpoint
+from coarse_loftr.inference.config import get_preset
+from coarse_loftr.inference.model import CoarseLoFTR
 
 KEYS_TSV = SHARED / "reference" / "coarse_loftr_trt_student_keys.tsv"
 needs_keys = pytest.mark.skipif(not KEYS_TSV.is_file(), reason="reference key list not present")
-UNUSED_FPN = ("backbone.layer3_outconv.", "backbone.layer3_outconv2.", "backbone.layer2_outconv.",
-              "backbone.layer2_outconv2.")
+UNUSED_FPN = (
+    "backbone.layer3_outconv.",
+    "backbone.layer3_outconv2.",
+    "backbone.layer2_outconv.",
+    "backbone.layer2_outconv2.",
+)
 
 
 def published_state() -> dict[str, torch.Tensor]:
@@ -30,7 +34,7 @@ def published_state() -> dict[str, torch.Tensor]:
         shape = ast.literal_eval(shape)
         if dtype == "int64":
             state[name] = torch.randint(0, 1000, shape, generator=generator)
-        elif "running_var" in name:   # variances must be positive for a usable network
+        elif "running_var" in name:  # variances must be positive for a usable network
             state[name] = torch.rand(shape, generator=generator) + 0.5
         else:
             state[name] = torch.randn(shape, generator=generator) * 0.2
@@ -47,9 +51,16 @@ def assert_reproduces(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
 @pytest.mark.parametrize("container", ["published", "bare"])
 def test_published_student_loads_by_shape(tmp_path, container):
     state = published_state()
-    content = state if container == "bare" else {
-        "epoch": 7, "model_state_dict": state,
-        "optimizer_state_dict": {"state": {}, "param_groups": []}, "scaler_state_dict": {"scale": 1024.0}}
+    content = (
+        state
+        if container == "bare"
+        else {
+            "epoch": 7,
+            "model_state_dict": state,
+            "optimizer_state_dict": {"state": {}, "param_groups": []},
+            "scaler_state_dict": {"scale": 1024.0},
+        }
+    )
     path = tmp_path / "LoFTR_teacher.pt"
     torch.save(content, path)
     loaded = read_checkpoint(path)
@@ -66,15 +77,17 @@ def test_outdoor_ds_like_checkpoint_loads(tmp_path):
     torch.manual_seed(3)
     state = CoarseLoFTR(get_preset("loftr_outdoor")).state_dict()
     content = {f"matcher.{k}": v for k, v in state.items()}
-    fine = {"matcher.loftr_fine.layers.0.q_proj.weight": torch.randn(128, 128),
-            "matcher.fine_preprocess.down_proj.weight": torch.randn(128, 256),
-            "matcher.backbone.layer1_outconv.weight": torch.randn(196, 128, 1, 1),
-            "matcher.backbone.layer2_outconv2.0.weight": torch.randn(196, 196, 3, 3)}
+    fine = {
+        "matcher.loftr_fine.layers.0.q_proj.weight": torch.randn(128, 128),
+        "matcher.fine_preprocess.down_proj.weight": torch.randn(128, 256),
+        "matcher.backbone.layer1_outconv.weight": torch.randn(196, 128, 1, 1),
+        "matcher.backbone.layer2_outconv2.0.weight": torch.randn(196, 196, 3, 3),
+    }
     path = tmp_path / "outdoor_ds.ckpt"
     torch.save({"state_dict": {**content, **fine}}, path)
     loaded = read_checkpoint(path)
     assert (loaded.source_format, loaded.config.name) == ("lightning", "loftr_outdoor")
-    assert sorted(loaded.ignored_keys) == sorted(k[len("matcher."):] for k in fine)
+    assert sorted(loaded.ignored_keys) == sorted(k[len("matcher.") :] for k in fine)
     assert_reproduces(loaded.model, state)
 
 
@@ -101,9 +114,13 @@ def test_dropped_key_is_named(tmp_path):
 def test_changed_shape_is_named(tmp_path):
     state = published_state()
     state["loftr_coarse.layers.1.mlp.0.weight"] = torch.zeros(64, 63)
-    torch.save({"epoch": 1, "model_state_dict": state, "optimizer_state_dict": {}, "scaler_state_dict": {}},
-               tmp_path / "broken.pt")
-    with pytest.raises(ValueError, match=r"loftr_coarse\.layers\.1\.mlp\.0\.weight expected \(64, 64\) got \(64, 63\)"):
+    torch.save(
+        {"epoch": 1, "model_state_dict": state, "optimizer_state_dict": {}, "scaler_state_dict": {}},
+        tmp_path / "broken.pt",
+    )
+    with pytest.raises(
+        ValueError, match=r"loftr_coarse\.layers\.1\.mlp\.0\.weight expected \(64, 64\) got \(64, 63\)"
+    ):
         load_checkpoint(tmp_path / "broken.pt")
 
 
@@ -119,7 +136,7 @@ def test_unreadable_and_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt"):
+    with pytest.raises(ValueError, match=r"junk\.pt"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="expected a dict"):

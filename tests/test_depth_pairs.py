@@ -7,14 +7,19 @@ import numpy as np
 import pytest
 from plane_scene import PLANE_D, PLANE_N, PlaneScene, intrinsic_for
 
-from training import mvs_format
-from training.config import DepthConfig
-from training.depth_geometry import (crop_resize_intrinsics, project, relative_pose, sample_depth,
-                                     warp_with_depth)
-from training.depth_pairs import DepthPairs, load_view, targets_from_depth
-from inference.matching import grid_centres
-from training.ground_truth import warp_points
-from training.mixed_pairs import SAMPLE_KEYS, MixedPairs
+from coarse_loftr.inference.matching import grid_centres
+from coarse_loftr.training import mvs_format
+from coarse_loftr.training.config import DepthConfig
+from coarse_loftr.training.depth_geometry import (
+    crop_resize_intrinsics,
+    project,
+    relative_pose,
+    sample_depth,
+    warp_with_depth,
+)
+from coarse_loftr.training.depth_pairs import DepthPairs, load_view, targets_from_depth
+from coarse_loftr.training.ground_truth import warp_points
+from coarse_loftr.training.mixed_pairs import SAMPLE_KEYS, MixedPairs
 
 SIZE = (64, 48)
 STRIDE = 8
@@ -27,7 +32,7 @@ def scene() -> PlaneScene:
 
 def dense_points(size: tuple[int, int], step: float = 1.7) -> np.ndarray:
     width, height = size
-    ys, xs = np.mgrid[0:height - 1:step, 0:width - 1:step]
+    ys, xs = np.mgrid[0 : height - 1 : step, 0 : width - 1 : step]
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
@@ -46,9 +51,13 @@ def test_projection_equals_plane_homography(scene):
     projected, valid = warp_with_depth(points, scene.depth0, scene.k0, pose, scene.k1, scene.depth1)
     expected, _ = warp_points(points, scene.homography())
     width, height = SIZE
-    inside = ((expected[:, 0] >= -0.5) & (expected[:, 0] < width - 0.5)
-              & (expected[:, 1] >= -0.5) & (expected[:, 1] < height - 0.5))
-    assert 0.3 < valid.mean() < 0.95          # the view overlaps, but not fully
+    inside = (
+        (expected[:, 0] >= -0.5)
+        & (expected[:, 0] < width - 0.5)
+        & (expected[:, 1] >= -0.5)
+        & (expected[:, 1] < height - 0.5)
+    )
+    assert 0.3 < valid.mean() < 0.95  # the view overlaps, but not fully
     assert np.abs(projected[valid] - expected[valid]).max() < 1e-3
     # Out of view <=> dropped (up to the half-pixel band where a lookup lacks neighbours).
     assert not valid[~inside].any()
@@ -61,7 +70,7 @@ def test_occluded_points_are_dropped(scene):
     points = dense_points(SIZE)
     pose = relative_pose(scene.e0, scene.e1)
     _, clear = warp_with_depth(points, scene.depth0, scene.k0, pose, scene.k1, scene.depth1)
-    box = (slice(10, 30), slice(20, 44))     # rows, cols of image1
+    box = (slice(10, 30), slice(20, 44))  # rows, cols of image1
     occluded_depth = scene.depth1.copy()
     occluded_depth[box] *= 0.6
     projected, valid = warp_with_depth(points, scene.depth0, scene.k0, pose, scene.k1, occluded_depth)
@@ -78,7 +87,7 @@ def test_missing_depth_is_dropped(scene):
     points = dense_points(SIZE)
     pose = relative_pose(scene.e0, scene.e1)
     depth0 = scene.depth0.copy()
-    depth0[:, :20] = 0                       # unknown depth (sky, holes) in image0
+    depth0[:, :20] = 0  # unknown depth (sky, holes) in image0
     _, valid = warp_with_depth(points, depth0, scene.k0, pose, scene.k1, scene.depth1)
     assert not valid[points[:, 0] < 20].any()
     assert valid[points[:, 0] >= 21].any()
@@ -93,7 +102,7 @@ def test_sub_pixel_depth_is_exact_on_a_steep_plane():
     def rays(pts: np.ndarray) -> np.ndarray:
         return np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ np.linalg.inv(k).T
 
-    ys, xs = np.mgrid[0:SIZE[1], 0:SIZE[0]]
+    ys, xs = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
     pixels = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
     depth_map = (PLANE_D / (rays(pixels) @ normal)).reshape(SIZE[1], SIZE[0])
     points = np.random.default_rng(1).uniform([0, 0], [SIZE[0] - 1, SIZE[1] - 1], (200, 2))
@@ -131,8 +140,10 @@ def test_pfm_round_trip_and_orientation(tmp_path):
 
 def test_cam_and_pair_files_parse(tmp_path):
     cam = tmp_path / "00000003_cam.txt"
-    cam.write_text("extrinsic\n1 0 0 0.5\n0 1 0 -1\n0 0 1 2\n0 0 0 1\n\n"
-                   "intrinsic\n500 0 320\n0 505 240\n0 0 1\n\n425.1 2.5 192 905.3\n")
+    cam.write_text(
+        "extrinsic\n1 0 0 0.5\n0 1 0 -1\n0 0 1 2\n0 0 0 1\n\n"
+        "intrinsic\n500 0 320\n0 505 240\n0 0 1\n\n425.1 2.5 192 905.3\n"
+    )
     camera = mvs_format.read_cam(cam)
     assert camera.extrinsic[:3, 3].tolist() == [0.5, -1, 2]
     assert camera.intrinsic[1, 1] == 505 and camera.intrinsic[0, 2] == 320
@@ -151,7 +162,7 @@ def test_cam_and_pair_files_parse(tmp_path):
 def test_depth_pairs_dataset(scene, tmp_path):
     folder = scene.write(tmp_path / "scene")
     dataset = DepthPairs([folder], SIZE, STRIDE, DepthConfig())
-    assert len(dataset) == 2                  # 0 -> 1 and 1 -> 0
+    assert len(dataset) == 2  # 0 -> 1 and 1 -> 0
     sample = dataset[0]
     assert set(SAMPLE_KEYS) <= set(sample)
     n = (SIZE[1] // STRIDE) * (SIZE[0] // STRIDE)

@@ -20,7 +20,7 @@ def test_services_ports_and_healthchecks():
     assert "profiles" not in services["cpu"], "cpu is the default service"
     assert services["gpu"]["profiles"] == ["gpu"]
     host_ports = []
-    for name, service in services.items():
+    for service in services.values():
         host, container = service["ports"][0].split(":")
         assert container == "8000"
         host_ports.append(host)
@@ -52,13 +52,13 @@ def test_dockerfiles_build_what_the_services_run():
 
 
 def test_environment_overrides_are_service_settings(monkeypatch):
-    from api import ServiceSettings
+    from coarse_loftr.api import ServiceSettings
 
     for service in compose()["services"].values():
         for key, value in service.get("environment", {}).items():
             assert key.startswith("COARSE_LOFTR_")
             name = key.removeprefix("COARSE_LOFTR_").lower()
-            if name == "cache":   # read by inference.weights, not a service setting
+            if name == "cache":  # read by inference.weights, not a service setting
                 continue
             monkeypatch.setenv(key, value)
             assert str(getattr(ServiceSettings(), name)) == value, key

@@ -7,20 +7,19 @@ import time
 import numpy as np
 import pytest
 
-from inference.drawing import draw_matches
+from coarse_loftr.inference.drawing import draw_matches
 
 
 def test_side_by_side_with_heights_matched():
-    image0 = np.zeros((100, 80), np.uint16)          # 16-bit gray, shorter
-    image1 = np.zeros((200, 50, 4), np.uint8)         # BGRA, taller
+    image0 = np.zeros((100, 80), np.uint16)  # 16-bit gray, shorter
+    image1 = np.zeros((200, 50, 4), np.uint8)  # BGRA, taller
     canvas = draw_matches(image0, image1, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
     assert canvas.shape == (200, 160 + 50, 3) and canvas.dtype == np.uint8
 
 
 def test_a_line_joins_the_matched_points():
     black = np.zeros((60, 100, 3), np.uint8)
-    canvas = draw_matches(black, black, np.array([[10.0, 30.0]]), np.array([[90.0, 30.0]]),
-                          np.array([1.0]))
+    canvas = draw_matches(black, black, np.array([[10.0, 30.0]]), np.array([[90.0, 30.0]]), np.array([1.0]))
     row = canvas[30]
     # Horizontal line from x=10 in image0 to x=100+90 in image1, nothing elsewhere.
     assert (row[10:191].sum(axis=1) > 0).all()
@@ -31,9 +30,8 @@ def test_scaled_image_keypoints_follow_the_scaling():
     small = np.zeros((50, 50, 3), np.uint8)
     tall = np.zeros((100, 100, 3), np.uint8)
     # image0 is drawn at 2x: its pixel (24.5, 24.5) lands at canvas (49.5, 49.5).
-    canvas = draw_matches(small, tall, np.array([[24.5, 24.5]]), np.array([[24.5, 24.5]]),
-                          np.array([0.5]))
-    lit = np.argwhere(canvas.sum(axis=2) > 0)                      # (row, col)
+    canvas = draw_matches(small, tall, np.array([[24.5, 24.5]]), np.array([[24.5, 24.5]]), np.array([0.5]))
+    lit = np.argwhere(canvas.sum(axis=2) > 0)  # (row, col)
     left, right = lit[lit[:, 1].argmin()], lit[lit[:, 1].argmax()]
     assert abs(left[1] - 49.5) <= 0.5 and abs(left[0] - 49.5) <= 0.5
     assert abs(right[1] - (100 + 24.5)) <= 0.5 and abs(right[0] - 24.5) <= 0.5
@@ -43,9 +41,8 @@ def test_confidence_colours_and_dimmed_outliers():
     black = np.zeros((40, 40, 3), np.uint8)
     points = np.array([[5.0, 10.0], [5.0, 30.0]])
     low_high = draw_matches(black, black, points, points, np.array([0.05, 0.95]))
-    assert not np.array_equal(low_high[10, 20], low_high[30, 20])   # different colours
-    both = draw_matches(black, black, points, points, np.array([0.9, 0.9]),
-                        inliers=np.array([True, False]))
+    assert not np.array_equal(low_high[10, 20], low_high[30, 20])  # different colours
+    both = draw_matches(black, black, points, points, np.array([0.9, 0.9]), inliers=np.array([True, False]))
     inlier_px, outlier_px = both[10, 20].astype(int), both[30, 20].astype(int)
     assert outlier_px.sum() > 0 and outlier_px.sum() * 2 < inlier_px.sum()
 
@@ -66,8 +63,7 @@ def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         draw_matches(black, black, np.zeros((3, 2)), np.zeros((2, 2)), np.zeros(3))
     with pytest.raises(ValueError):
-        draw_matches(black, black, np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3),
-                     inliers=np.ones(2, bool))
+        draw_matches(black, black, np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), inliers=np.ones(2, bool))
 
 
 def test_fast_enough_for_video():

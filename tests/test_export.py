@@ -12,16 +12,24 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from inference.backends.base import ModelInfo
-from inference.config import ModelConfig, get_preset
-from inference.export import (TENSORRT_OPS, ExportError, check_index_arithmetic, check_ops,
-                              export_onnx)
-from inference.flops import count_flops
-from inference.model import CoarseLoFTR
+from coarse_loftr.inference.backends.base import ModelInfo
+from coarse_loftr.inference.config import ModelConfig, get_preset
+from coarse_loftr.inference.export import (
+    TENSORRT_OPS,
+    ExportError,
+    check_index_arithmetic,
+    check_ops,
+    export_onnx,
+)
+from coarse_loftr.inference.flops import count_flops
+from coarse_loftr.inference.model import CoarseLoFTR
 
 
-@pytest.fixture(scope="module", params=[("student", (320, 240)), ("coarse_loftr_trt", (640, 480))],
-                ids=["student-320x240", "coarse_loftr_trt-640x480"])
+@pytest.fixture(
+    scope="module",
+    params=[("student", (320, 240)), ("coarse_loftr_trt", (640, 480))],
+    ids=["student-320x240", "coarse_loftr_trt-640x480"],
+)
 def exported(request, tmp_path_factory):
     preset, size = request.param
     torch.manual_seed(0)
@@ -90,49 +98,80 @@ def _model(nodes, inputs, outputs, initializers=()):
 
 def test_einsum_is_rejected():
     value = helper.make_tensor_value_info
-    model = _model([helper.make_node("Einsum", ["a", "b"], ["c"], equation="ij,jk->ik")],
-                   [value("a", TensorProto.FLOAT, [2, 3]), value("b", TensorProto.FLOAT, [3, 4])],
-                   [value("c", TensorProto.FLOAT, [2, 4])])
+    model = _model(
+        [helper.make_node("Einsum", ["a", "b"], ["c"], equation="ij,jk->ik")],
+        [value("a", TensorProto.FLOAT, [2, 3]), value("b", TensorProto.FLOAT, [3, 4])],
+        [value("c", TensorProto.FLOAT, [2, 4])],
+    )
     with pytest.raises(ExportError, match="Einsum"):
         check_ops(model)
 
 
 def test_float_cast_of_the_index_is_rejected():
     value = helper.make_tensor_value_info
-    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
-             helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Div", ["f", "w"], ["row"])]
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["f", "w"], ["row"]),
+    ]
     width = helper.make_tensor("w", TensorProto.FLOAT, [], [40.0])
-    model = _model(nodes, [value("x", TensorProto.FLOAT, [1, 8])], [value("row", TensorProto.FLOAT, [1])],
-                   [width])
+    model = _model(
+        nodes, [value("x", TensorProto.FLOAT, [1, 8])], [value("row", TensorProto.FLOAT, [1])], [width]
+    )
     with pytest.raises(ExportError, match="FLOAT"):
         check_index_arithmetic(model)
     # The same arithmetic on integers passes.
-    nodes = [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
-             helper.make_node("Div", ["i", "w"], ["row"])]
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+        helper.make_node("Div", ["i", "w"], ["row"]),
+    ]
     width = helper.make_tensor("w", TensorProto.INT64, [], [40])
-    check_index_arithmetic(_model(nodes, [value("x", TensorProto.FLOAT, [1, 8])],
-                                  [value("row", TensorProto.INT64, [1])], [width]))
+    check_index_arithmetic(
+        _model(
+            nodes, [value("x", TensorProto.FLOAT, [1, 8])], [value("row", TensorProto.INT64, [1])], [width]
+        )
+    )
 
 
 def test_flop_counter_on_a_known_graph():
     value = helper.make_tensor_value_info
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], [0.0] * 108)
     matrix = helper.make_tensor("m", TensorProto.FLOAT, [8, 5], [0.0] * 40)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
-             helper.make_node("MatMul", ["y", "m"], ["z"])]
-    model = _model(nodes, [value("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                   [value("z", TensorProto.FLOAT, [1, 4, 8, 5])], [weight, matrix])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("MatMul", ["y", "m"], ["z"]),
+    ]
+    model = _model(
+        nodes,
+        [value("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [value("z", TensorProto.FLOAT, [1, 4, 8, 5])],
+        [weight, matrix],
+    )
     flops = count_flops(model)
     assert flops.by_op == {"Conv": 2 * 4 * 8 * 8 * 27, "MatMul": 2 * 4 * 8 * 5 * 8}
 
 
 def test_export_can_leave_out_the_second_refinement_level(tmp_path):
     out = tmp_path / "level1.onnx"
-    result = subprocess.run([sys.executable, "-m", "commands", "export-onnx", "--preset", "student",
-                             "--size", "160x120", "--out", str(out), "--first-level-only"],
-                            capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coarse_loftr",
+            "export-onnx",
+            "--preset",
+            "student",
+            "--size",
+            "160x120",
+            "--out",
+            str(out),
+            "--first-level-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stderr
     assert "second refinement level left out" in result.stdout
     graph = onnx.load(str(out))

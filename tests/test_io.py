@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.io import (
+from coarse_loftr.inference.io import (
     ImageDecodeError,
     ImageTooLarge,
     UnsupportedImageFormat,
@@ -31,23 +31,30 @@ def encode(image: np.ndarray, ext: str) -> bytes:
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
 
 
-@pytest.mark.parametrize("shape,dtype,ext", [
-    ((31, 17), np.uint8, ".png"),
-    ((31, 17, 3), np.uint8, ".png"),
-    ((31, 17, 4), np.uint8, ".png"),
-    ((31, 17), np.uint16, ".png"),
-    ((31, 17, 3), np.uint16, ".png"),
-    ((31, 17, 4), np.uint16, ".png"),
-    ((31, 17, 3), np.uint8, ".bmp"),
-    ((31, 17, 3), np.uint8, ".tiff"),
-    ((31, 17), np.uint16, ".tiff"),
-    ((31, 17), np.uint8, ".pgm"),
-    ((31, 17, 3), np.uint8, ".webp"),
-])
+@pytest.mark.parametrize(
+    "shape,dtype,ext",
+    [
+        ((31, 17), np.uint8, ".png"),
+        ((31, 17, 3), np.uint8, ".png"),
+        ((31, 17, 4), np.uint8, ".png"),
+        ((31, 17), np.uint16, ".png"),
+        ((31, 17, 3), np.uint16, ".png"),
+        ((31, 17, 4), np.uint16, ".png"),
+        ((31, 17, 3), np.uint8, ".bmp"),
+        ((31, 17, 3), np.uint8, ".tiff"),
+        ((31, 17), np.uint16, ".tiff"),
+        ((31, 17), np.uint8, ".pgm"),
+        ((31, 17, 3), np.uint8, ".webp"),
+    ],
+)
 def test_lossless_kinds_round_trip(shape, dtype, ext):
     rng = np.random.default_rng(0)
     image = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
@@ -72,15 +79,15 @@ def test_jpeg_matches_cv2_imread(tmp_path):
 
 def test_exif_orientation_is_applied():
     image = np.zeros((20, 40, 3), np.uint8)
-    image[:, :10] = 255                                   # bright left edge
+    image[:, :10] = 255  # bright left edge
     rgb = Image.fromarray(image[:, :, ::-1])
     exif = Image.Exif()
-    exif[0x0112] = 6                                       # rotate 90 degrees clockwise to view
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
     buffer = io.BytesIO()
     rgb.save(buffer, "JPEG", exif=exif, quality=95)
     decoded = decode_image(buffer.getvalue())
     assert decoded.shape == (40, 20, 3)
-    assert decoded[:10].mean() > 200 and decoded[-10:].mean() < 50   # left edge now on top
+    assert decoded[:10].mean() > 200 and decoded[-10:].mean() < 50  # left edge now on top
 
 
 def test_empty_data():
@@ -128,8 +135,12 @@ def test_corrupt_jpeg_header():
 def test_png_bomb_refused_from_its_header():
     # A 1 KB file whose header claims 50000 x 50000 (2.5 gigapixels).
     header = struct.pack(">IIBBBBB", 50000, 50000, 8, 0, 0, 0, 0)
-    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 2000)) + png_chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 2000))
+        + png_chunk(b"IEND", b"")
+    )
     assert len(data) < 1024
     with pytest.raises(ImageTooLarge) as info:
         decode_image(data)

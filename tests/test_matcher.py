@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inference import MatchResult, Matcher, estimate_homography
-from inference.io import read_image
-from inference.weights import WeightsError, resolve_weights
+from coarse_loftr.inference import Matcher, MatchResult, estimate_homography
+from coarse_loftr.inference.io import read_image
+from coarse_loftr.inference.weights import WeightsError, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT.parent / "shared" / "data" / "eval-dev" / "pairs"
@@ -98,9 +98,9 @@ def test_coarse_loftr_trt_preset_at_640x480(random_trt_onnx, pair):
     result = matcher.match(*pair, threshold=0.0)
     check_result(result, (640, 480), (640, 480))
     assert result.model == "coarse_loftr_trt"
-    assert 0 < len(result) <= 38 * 28   # the 40 x 30 grid of 16-pixel cells less the border
+    assert 0 < len(result) <= 38 * 28  # the 40 x 30 grid of 16-pixel cells less the border
     coarse = matcher.match(*pair, threshold=0.0, refine=False)
-    assert ((coarse.keypoints1 + 0.5) % 16 == 8).all()   # cell centres of a 16-px grid
+    assert ((coarse.keypoints1 + 0.5) % 16 == 8).all()  # cell centres of a 16-px grid
 
 
 def test_size_mismatch_with_an_onnx_file(random_student_onnx):
@@ -122,6 +122,7 @@ def test_import_inference_stays_torch_free(random_student_onnx, pair):
 
 # -- weights resolution --------------------------------------------------------------
 
+
 def write_manifest(folder: Path, models: dict, default: str, live: str | None = None) -> Path:
     roles = {"default": default} if live is None else {"default": default, "live": live}
     (folder / "manifest.json").write_text(json.dumps({**roles, "models": models}))
@@ -131,10 +132,14 @@ def write_manifest(folder: Path, models: dict, default: str, live: str | None = 
 def test_weights_folder_picks_by_size(tmp_path, random_student_onnx, random_trt_onnx):
     (tmp_path / "small.onnx").write_bytes(random_student_onnx.read_bytes())
     (tmp_path / "large.onnx").write_bytes(random_trt_onnx.read_bytes())
-    write_manifest(tmp_path, {
-        "large": {"onnx": "large.onnx", "input_size": [640, 480]},
-        "small": {"onnx": "small.onnx", "input_size": [320, 240]},
-    }, default="small")
+    write_manifest(
+        tmp_path,
+        {
+            "large": {"onnx": "large.onnx", "input_size": [640, 480]},
+            "small": {"onnx": "small.onnx", "input_size": [320, 240]},
+        },
+        default="small",
+    )
     assert resolve_weights(tmp_path).onnx == tmp_path / "small.onnx"
     assert resolve_weights(tmp_path, (640, 480)).onnx == tmp_path / "large.onnx"
     assert Matcher(tmp_path, size=(640, 480), num_threads=1).input_size == (640, 480)
@@ -145,8 +150,10 @@ def test_weights_folder_picks_by_size(tmp_path, random_student_onnx, random_trt_
 def test_weights_folder_roles(tmp_path, random_student_onnx, random_trt_onnx):
     (tmp_path / "small.onnx").write_bytes(random_student_onnx.read_bytes())
     (tmp_path / "large.onnx").write_bytes(random_trt_onnx.read_bytes())
-    models = {"large": {"onnx": "large.onnx", "input_size": [640, 480]},
-              "small": {"onnx": "small.onnx", "input_size": [320, 240]}}
+    models = {
+        "large": {"onnx": "large.onnx", "input_size": [640, 480]},
+        "small": {"onnx": "small.onnx", "input_size": [320, 240]},
+    }
     write_manifest(tmp_path, models, default="large", live="small")
     assert resolve_weights(tmp_path).onnx == tmp_path / "large.onnx"
     assert resolve_weights(tmp_path, role="live").onnx == tmp_path / "small.onnx"
@@ -174,15 +181,18 @@ def test_missing_manifest_says_no_weights(tmp_path):
 def test_new_size_is_exported_from_the_checkpoint_and_cached(tmp_path, monkeypatch):
     import torch
 
-    from inference.config import get_preset
-    from inference.model import CoarseLoFTR
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(1)
     config = get_preset("student")
-    torch.save({"config": config.to_dict(), "model_state_dict": CoarseLoFTR(config).state_dict()},
-               tmp_path / "student.pt")
-    write_manifest(tmp_path, {"student": {"checkpoint": "student.pt", "input_size": [320, 240]}},
-                   default="student")
+    torch.save(
+        {"config": config.to_dict(), "model_state_dict": CoarseLoFTR(config).state_dict()},
+        tmp_path / "student.pt",
+    )
+    write_manifest(
+        tmp_path, {"student": {"checkpoint": "student.pt", "input_size": [320, 240]}}, default="student"
+    )
     monkeypatch.setenv("COARSE_LOFTR_CACHE", str(tmp_path / "cache"))
     files = resolve_weights(tmp_path, (160, 128))
     assert files.onnx.parent == tmp_path / "cache" and files.onnx.is_file()
@@ -191,21 +201,41 @@ def test_new_size_is_exported_from_the_checkpoint_and_cached(tmp_path, monkeypat
     assert resolve_weights(tmp_path, (160, 128)).onnx.stat().st_mtime_ns == stamp  # cached
     matcher = Matcher(tmp_path, size=(160, 128), num_threads=1)
     assert matcher.input_size == (160, 128)
-    check_result(matcher.match(np.zeros((50, 70), np.uint8), np.zeros((50, 70), np.uint8),
-                               threshold=0.0), (70, 50), (70, 50))
+    check_result(
+        matcher.match(np.zeros((50, 70), np.uint8), np.zeros((50, 70), np.uint8), threshold=0.0),
+        (70, 50),
+        (70, 50),
+    )
 
 
 # -- the command ---------------------------------------------------------------------
 
+
 def cli(*args: str | Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "commands", "match", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "coarse_loftr", "match", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_cli_json(random_student_onnx, pair):
-    done = cli(*pair, "--weights", random_student_onnx, "--threshold", "0",
-               "--max-matches", "50", "--threads", "1", "--json")
+    done = cli(
+        *pair,
+        "--weights",
+        random_student_onnx,
+        "--threshold",
+        "0",
+        "--max-matches",
+        "50",
+        "--threads",
+        "1",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["num_matches"] == 50 == len(report["keypoints0"]) == len(report["confidence"])
@@ -217,8 +247,19 @@ def test_cli_json(random_student_onnx, pair):
 def test_cli_text_overlay_and_warp(random_student_onnx, pair, tmp_path):
     # The same image twice: self-matches, so a homography exists and --warp works.
     overlay, warped = tmp_path / "overlay.png", tmp_path / "warped.jpg"
-    done = cli(pair[0], pair[0], "--weights", random_student_onnx, "--threshold", "1e-6",
-               "--no-refine", "--out", overlay, "--warp", warped)
+    done = cli(
+        pair[0],
+        pair[0],
+        "--weights",
+        random_student_onnx,
+        "--threshold",
+        "1e-6",
+        "--no-refine",
+        "--out",
+        overlay,
+        "--warp",
+        warped,
+    )
     assert done.returncode == 0, done.stderr
     assert "matches:" in done.stdout and "homography (image0 -> image1)" in done.stdout
     assert cv2.imread(str(overlay)).shape == (480, 1280, 3)

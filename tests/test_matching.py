@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.backends.base import BackendOutput, ModelInfo
-from inference.config import MatchConfig
-from inference.matching import cell_centres, extract_matches, usable_cells
-from inference.preprocess import Letterbox, fit_size
+from coarse_loftr.inference.backends.base import BackendOutput, ModelInfo
+from coarse_loftr.inference.config import MatchConfig
+from coarse_loftr.inference.matching import cell_centres, extract_matches, usable_cells
+from coarse_loftr.inference.preprocess import Letterbox, fit_size
 
 INFO = ModelInfo(input_size=(320, 240), coarse_stride=8, name="test")  # 40 x 30 cells
 COLS, ROWS = INFO.grid_size
@@ -34,17 +34,18 @@ def shifted_output(dx_cells: int, dy_cells: int, confidence: float = 0.9) -> Bac
 
 def test_cell_centres_are_centres_not_corners():
     centres = cell_centres(INFO)
-    np.testing.assert_array_equal(centres[0], [3.5, 3.5])       # pixels 0..7 -> centre 3.5
+    np.testing.assert_array_equal(centres[0], [3.5, 3.5])  # pixels 0..7 -> centre 3.5
     np.testing.assert_array_equal(centres[1], [11.5, 3.5])
-    np.testing.assert_array_equal(centres[COLS], [3.5, 11.5])   # row-major
+    np.testing.assert_array_equal(centres[COLS], [3.5, 11.5])  # row-major
     np.testing.assert_array_equal(centres[N - 1], [315.5, 235.5])
 
 
 def test_known_shift_gives_the_right_coordinates():
     matches = extract_matches(shifted_output(3, -2), INFO, FULL, FULL, NO_BORDER)
     assert len(matches) == (COLS - 3) * (ROWS - 2)
-    np.testing.assert_allclose(matches.keypoints1 - matches.keypoints0,
-                               np.tile([24.0, -16.0], (len(matches), 1)))
+    np.testing.assert_allclose(
+        matches.keypoints1 - matches.keypoints0, np.tile([24.0, -16.0], (len(matches), 1))
+    )
     # Every keypoint0 is a cell centre.
     assert np.all(((matches.keypoints0 + 0.5) / 8 - 0.5) % 1 == 0)
     assert matches.keypoints0.dtype == np.float32 and matches.confidence.dtype == np.float32
@@ -55,18 +56,16 @@ def test_offset_added_only_when_refining():
     identity = shifted_output(0, 0)
     out = BackendOutput(identity.conf_max, identity.match_index, offset)
     refined = extract_matches(out, INFO, FULL, FULL, NO_BORDER)
-    coarse = extract_matches(out, INFO, FULL, FULL, MatchConfig(threshold=0.2, border=0,
-                                                                refine=False))
+    coarse = extract_matches(out, INFO, FULL, FULL, MatchConfig(threshold=0.2, border=0, refine=False))
     np.testing.assert_allclose(coarse.keypoints1, coarse.keypoints0)
     # This offset keeps every refined point on the image, so nothing is dropped.
     assert len(refined) == len(coarse) == N
-    np.testing.assert_allclose(refined.keypoints1 - refined.keypoints0,
-                               np.tile([1.25, -2.5], (N, 1)))
+    np.testing.assert_allclose(refined.keypoints1 - refined.keypoints0, np.tile([1.25, -2.5], (N, 1)))
 
 
 def test_refined_point_in_padding_is_dropped():
     offset = np.zeros((N, 2), np.float32)
-    offset[N - 1] = [5.0, 0.0]       # last cell + 5 px lands at x = 320.5, off the image
+    offset[N - 1] = [5.0, 0.0]  # last cell + 5 px lands at x = 320.5, off the image
     out = output(np.full(N, 0.9), np.arange(N), offset)
     matches = extract_matches(out, INFO, FULL, FULL, NO_BORDER)
     assert len(matches) == N - 1
@@ -80,8 +79,7 @@ def test_threshold_sort_and_top_k():
     assert len(matches) == int((conf >= 0.5).sum())
     assert (matches.confidence >= 0.5).all()
     assert (np.diff(matches.confidence) <= 0).all()
-    top = extract_matches(out, INFO, FULL, FULL,
-                          MatchConfig(threshold=0.5, border=0, max_matches=10))
+    top = extract_matches(out, INFO, FULL, FULL, MatchConfig(threshold=0.5, border=0, max_matches=10))
     np.testing.assert_array_equal(top.confidence, np.sort(conf)[::-1][:10])
     # The best match's position is that of the most confident cell.
     best = int(np.argmax(conf))
@@ -91,15 +89,14 @@ def test_threshold_sort_and_top_k():
 def test_border_cells_dropped_in_both_images():
     out = shifted_output(0, 0)
     for border in (1, 2):
-        matches = extract_matches(out, INFO, FULL, FULL, MatchConfig(threshold=0.2,
-                                                                     border=border))
+        matches = extract_matches(out, INFO, FULL, FULL, MatchConfig(threshold=0.2, border=border))
         assert len(matches) == (COLS - 2 * border) * (ROWS - 2 * border)
         lo = (border + 0.5) * 8 - 0.5
         assert matches.keypoints0.min() >= lo
         assert matches.keypoints0[:, 0].max() <= (COLS - border - 0.5) * 8 - 0.5
     # A match from an inner image0 cell to a border cell of image1 is dropped too.
     index = np.arange(N)
-    index[5 * COLS + 5] = 5 * COLS          # cell (5, 5) -> cell (0, 5), on image1's border
+    index[5 * COLS + 5] = 5 * COLS  # cell (5, 5) -> cell (0, 5), on image1's border
     conf = np.zeros(N)
     conf[5 * COLS + 5] = 0.9
     assert len(extract_matches(output(conf, index), INFO, FULL, FULL, MatchConfig())) == 0
@@ -134,9 +131,13 @@ def test_partially_covered_cell_counts_by_its_centre():
 
 def test_wrong_sized_output_is_refused():
     with pytest.raises(ValueError, match="grid needs"):
-        extract_matches(BackendOutput(np.zeros(N - 1, np.float32), np.arange(N - 1),
-                                      np.zeros((N - 1, 2), np.float32)),
-                        INFO, FULL, FULL, MatchConfig())
+        extract_matches(
+            BackendOutput(np.zeros(N - 1, np.float32), np.arange(N - 1), np.zeros((N - 1, 2), np.float32)),
+            INFO,
+            FULL,
+            FULL,
+            MatchConfig(),
+        )
 
 
 def test_translation_by_whole_cells_recovers_true_correspondences():
@@ -154,7 +155,7 @@ def test_translation_by_whole_cells_recovers_true_correspondences():
     image0 = rng.integers(0, 256, (480, 640), dtype=np.uint8)
     shift_px = true_shift.astype(int)
     image1 = np.zeros_like(image0)
-    image1[shift_px[1]:, shift_px[0]:] = image0[: 480 - shift_px[1], : 640 - shift_px[0]]
+    image1[shift_px[1] :, shift_px[0] :] = image0[: 480 - shift_px[1], : 640 - shift_px[0]]
 
     matches = extract_matches(shifted_output(*shift_cells), INFO, box, box, MatchConfig())
     assert len(matches) == (COLS - 2 - 2) * (ROWS - 2 - 1)

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.config import get_preset
-from inference.matching import grid_centres
-from inference.model import CoarseLoFTR
-from inference.model.position_encoding import PositionEncodingSine
-from inference.model.transformer import linear_attention
+from coarse_loftr.inference.config import get_preset
+from coarse_loftr.inference.matching import grid_centres
+from coarse_loftr.inference.model import CoarseLoFTR
+from coarse_loftr.inference.model.position_encoding import PositionEncodingSine
+from coarse_loftr.inference.model.transformer import linear_attention
 
-GRID = (6, 8)            # coarse rows, cols
+GRID = (6, 8)  # coarse rows, cols
 STRIDE = 8
 
 
@@ -26,12 +26,13 @@ def student() -> CoarseLoFTR:
 
 
 def test_torch_cell_centres_match_the_runtime_convention(student):
-    np.testing.assert_allclose(student.cell_centres(GRID, torch.device("cpu")).numpy(),
-                               grid_centres(GRID, STRIDE))
+    np.testing.assert_allclose(
+        student.cell_centres(GRID, torch.device("cpu")).numpy(), grid_centres(GRID, STRIDE)
+    )
 
 
 def test_first_level_is_a_soft_argmax_over_the_window_around_the_matched_cell(student):
-    head = student.fine_head                         # stride 4: 2 fine pixels per cell, window 6
+    head = student.fine_head  # stride 4: 2 fine pixels per cell, window 6
     rows, cols = GRID
     fine0, fine1 = torch.randn(2, 1, head.proj[-1].out_channels, rows * 2, cols * 2)
     index1 = torch.randint(0, rows * cols, (1, rows * cols))
@@ -41,17 +42,21 @@ def test_first_level_is_a_soft_argmax_over_the_window_around_the_matched_cell(st
     for i in (0, 13, rows * cols - 1):
         iy, ix = divmod(i, cols)
         jy, jx = divmod(int(index1[0, i]), cols)
-        desc = fine0[0, :, 2 * iy: 2 * iy + 2, 2 * ix: 2 * ix + 2].mean((1, 2))
-        window = padded[:, 2 * jy: 2 * jy + 6, 2 * jx: 2 * jx + 6].reshape(channels, -1)
+        desc = fine0[0, :, 2 * iy : 2 * iy + 2, 2 * ix : 2 * ix + 2].mean((1, 2))
+        window = padded[:, 2 * jy : 2 * jy + 6, 2 * jx : 2 * jx + 6].reshape(channels, -1)
         weights = ((desc @ window) / math.sqrt(channels)).softmax(0)
         steps = torch.arange(6.0) - 2.5
-        expected = torch.stack([(weights.reshape(6, 6).sum(0) * steps).sum(),
-                                (weights.reshape(6, 6).sum(1) * steps).sum()]) * 4
+        expected = (
+            torch.stack(
+                [(weights.reshape(6, 6).sum(0) * steps).sum(), (weights.reshape(6, 6).sum(1) * steps).sum()]
+            )
+            * 4
+        )
         torch.testing.assert_close(offset[0, i], expected, atol=1e-5, rtol=0)
 
 
 def test_second_level_searches_around_the_nearest_fine_pixel(student):
-    head = student.fine2_head                        # stride 2, 4 pixels per cell, window 5
+    head = student.fine2_head  # stride 2, 4 pixels per cell, window 5
     rows, cols = GRID
     channels = head.proj[-1].out_channels
     feat0, feat1 = torch.randn(2, 1, channels, rows * 4, cols * 4)
@@ -60,12 +65,17 @@ def test_second_level_searches_around_the_nearest_fine_pixel(student):
     for i in (0, 7, 30):
         iy, ix = divmod(i, cols)
         # The cell centre (8c + 3.5 input px) lies between fine pixels 4c + 1 and 4c + 2.
-        desc = feat0[0, :, 4 * iy + 1: 4 * iy + 3, 4 * ix + 1: 4 * ix + 3].mean((1, 2))
-        u, v = (int(round(float(points1[0, i, k] + 0.5) / 2 - 0.5)) for k in range(2))
+        desc = feat0[0, :, 4 * iy + 1 : 4 * iy + 3, 4 * ix + 1 : 4 * ix + 3].mean((1, 2))
+        u, v = (round(float(points1[0, i, k] + 0.5) / 2 - 0.5) for k in range(2))
         assert (u, v) == tuple(centre[0, i].tolist())
         taps = [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3)]
-        window = torch.stack([feat1[0, :, min(max(v + dy, 0), rows * 4 - 1),
-                                    min(max(u + dx, 0), cols * 4 - 1)] for dx, dy in taps], 1)
+        window = torch.stack(
+            [
+                feat1[0, :, min(max(v + dy, 0), rows * 4 - 1), min(max(u + dx, 0), cols * 4 - 1)]
+                for dx, dy in taps
+            ],
+            1,
+        )
         weights = ((desc @ window) / math.sqrt(channels)).softmax(0)
         expected = torch.tensor([u, v], dtype=torch.float32) + weights @ torch.tensor(taps).float()
         torch.testing.assert_close(refined[0, i], (expected + 0.5) * 2 - 0.5, atol=1e-4, rtol=0)
@@ -75,7 +85,7 @@ def test_linear_attention_equals_its_quadratic_form():
     torch.manual_seed(1)
     q, k, v = torch.randn(3, 2, 1, 7, 4)
     phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
-    scores = phi_q @ phi_k.transpose(2, 3)           # (B, h, L, S), positive
+    scores = phi_q @ phi_k.transpose(2, 3)  # (B, h, L, S), positive
     expected = (scores / scores.sum(-1, keepdim=True)) @ v
     torch.testing.assert_close(linear_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from commands import main
-from training.plots import Run, load_history, plot_runs, smooth
+from coarse_loftr.commands import main
+from coarse_loftr.training.plots import Run, load_history, plot_runs, smooth
 
 
 def synthetic_history(decay: float, distill: bool, seed: int) -> list[dict]:
@@ -20,19 +20,26 @@ def synthetic_history(decay: float, distill: bool, seed: int) -> list[dict]:
     for step in range(1, 61):
         pairs = step * 8
         supervised = 3.0 * np.exp(-pairs / decay) + 0.5 + rng.normal(0, 0.05)
-        record = {"pairs": pairs, "wall_seconds": step * 2.0, "train_coarse": supervised * 0.7,
-                  "train_fine": supervised * 0.3, "train_supervised": supervised}
+        record = {
+            "pairs": pairs,
+            "wall_seconds": step * 2.0,
+            "train_coarse": supervised * 0.7,
+            "train_fine": supervised * 0.3,
+            "train_supervised": supervised,
+        }
         if distill:
             record["train_distill"] = 0.1 * supervised
             record["train_loss"] = 0.3 * supervised + 0.7 * 10 * record["train_distill"]
         else:
             record["train_loss"] = supervised
         if step % 10 == 0:
-            record.update(val_median_error_px=4.0 * np.exp(-pairs / decay) + 0.8,
-                          val_precision_1px=0.6 - 0.5 * np.exp(-pairs / decay),
-                          val_precision_3px=0.9 - 0.5 * np.exp(-pairs / decay),
-                          val_coarse_recall=0.8 - 0.6 * np.exp(-pairs / decay),
-                          val_matches_per_pair=100.0 + pairs / 10)
+            record.update(
+                val_median_error_px=4.0 * np.exp(-pairs / decay) + 0.8,
+                val_precision_1px=0.6 - 0.5 * np.exp(-pairs / decay),
+                val_precision_3px=0.9 - 0.5 * np.exp(-pairs / decay),
+                val_coarse_recall=0.8 - 0.6 * np.exp(-pairs / decay),
+                val_matches_per_pair=100.0 + pairs / 10,
+            )
         records.append(record)
     return records
 
@@ -45,8 +52,10 @@ def test_smooth_is_a_trailing_mean():
 
 
 def test_figure_holds_every_run_with_its_label():
-    runs = [Run("student, with teacher", synthetic_history(150, True, 0)),
-            Run("student, no teacher", synthetic_history(250, False, 1))]
+    runs = [
+        Run("student, with teacher", synthetic_history(150, True, 0)),
+        Run("student, no teacher", synthetic_history(250, False, 1)),
+    ]
     figure = plot_runs(runs, smoothing=5)
     by_title = {ax.get_title(): ax for ax in figure.axes}
     val_ax = by_title["val median error (px)"]
@@ -54,11 +63,12 @@ def test_figure_holds_every_run_with_its_label():
     assert set(labelled) == {"student, with teacher", "student, no teacher"}
     line = labelled["student, no teacher"]
     assert list(line.get_xdata()) == [80, 160, 240, 320, 400, 480]
-    assert np.allclose(line.get_ydata(), [r["val_median_error_px"] for r in runs[1].history
-                                          if "val_median_error_px" in r])
+    assert np.allclose(
+        line.get_ydata(), [r["val_median_error_px"] for r in runs[1].history if "val_median_error_px" in r]
+    )
     # Loss panels: a faint raw curve and the smoothed one per run.
     loss_ax = by_title["supervised loss"]
-    smoothed = [ln for ln in loss_ax.get_lines() if ln.get_label() == "student, with teacher"][0]
+    smoothed = next(ln for ln in loss_ax.get_lines() if ln.get_label() == "student, with teacher")
     raw = np.array([r["train_supervised"] for r in runs[0].history])
     assert np.allclose(smoothed.get_ydata(), smooth(raw, 5))
     assert len(loss_ax.get_lines()) == 4
@@ -72,7 +82,7 @@ def test_figure_holds_every_run_with_its_label():
 def test_hours_axis_and_bad_options():
     history = synthetic_history(150, False, 0)
     figure = plot_runs([Run("a", history)], x_axis="hours")
-    ax = [a for a in figure.axes if a.get_title() == "val coarse recall"][0]
+    ax = next(a for a in figure.axes if a.get_title() == "val coarse recall")
     assert ax.get_lines()[0].get_xdata()[0] == pytest.approx(20.0 / 3600)
     with pytest.raises(ValueError):
         plot_runs([Run("a", history)], x_axis="epochs")
@@ -85,9 +95,20 @@ def test_plot_training_command(tmp_path, capsys):
         (tmp_path / name).mkdir()
         (tmp_path / name / "history.json").write_text(json.dumps(synthetic_history(200, distill, 3)))
     output = tmp_path / "out" / "curves.png"
-    code = main(["plot-training", str(tmp_path / "with_teacher"), str(tmp_path / "no_teacher"),
-                 "--labels", "student, with teacher", "student, no teacher", "-o", str(output),
-                 "--title", "distillation"])
+    code = main(
+        [
+            "plot-training",
+            str(tmp_path / "with_teacher"),
+            str(tmp_path / "no_teacher"),
+            "--labels",
+            "student, with teacher",
+            "student, no teacher",
+            "-o",
+            str(output),
+            "--title",
+            "distillation",
+        ]
+    )
     assert code == 0 and output.is_file()
     image = cv2.imread(str(output))
     assert image.shape == (800, 2000, 3)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.preprocess import Letterbox, fit_size, letterbox, to_bgr8, to_gray_float
+from coarse_loftr.inference.preprocess import Letterbox, fit_size, letterbox, to_bgr8, to_gray_float
 
 INPUT_SIZES = [(320, 240), (640, 480), (64, 48), (16, 16), (480, 640)]
 
@@ -47,10 +47,15 @@ def test_to_gray_float_16_bit_is_scaled_by_65535():
     np.testing.assert_allclose(to_gray_float(bgra16), image / 65535.0, atol=2e-5)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4), np.uint8),
-    np.zeros((2, 2, 2, 2), np.uint8),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((0, 4), np.uint8),
+        np.zeros((2, 2, 2, 2), np.uint8),
+    ],
+)
 def test_to_gray_float_refuses_other_arrays(bad):
     with pytest.raises(ValueError):
         to_gray_float(bad)
@@ -88,9 +93,9 @@ def test_letterbox_round_trip_many_sizes():
             np.testing.assert_allclose(back, points, atol=1e-9)
             # The original image's extent maps exactly onto the unpadded region.
             corners = np.array([[-0.5, -0.5], [size[0] - 0.5, size[1] - 0.5]])
-            np.testing.assert_allclose(box.to_input(corners),
-                                       [[-0.5, -0.5], np.array(box.resized_size) - 0.5],
-                                       atol=1e-9)
+            np.testing.assert_allclose(
+                box.to_input(corners), [[-0.5, -0.5], np.array(box.resized_size) - 0.5], atol=1e-9
+            )
             assert box.in_valid_region(box.to_input(points)).all()
 
 
@@ -103,9 +108,9 @@ def test_letterbox_image_content_and_padding():
         width, height = box.resized_size
         assert box.original_size == size and box.input_size == (320, 240)
         valid = model_input[0, 0, :height, :width]
-        assert (valid > 0).all()                           # image everywhere it should be
+        assert (valid > 0).all()  # image everywhere it should be
         assert (model_input[0, 0, height:, :] == 0).all()  # zero padding below
-        assert (model_input[0, 0, :, width:] == 0).all()   # and to the right
+        assert (model_input[0, 0, :, width:] == 0).all()  # and to the right
         assert abs(valid.mean() - gray.mean()) < 0.05
 
 
@@ -118,13 +123,12 @@ def test_letterbox_same_size_is_identity():
 
 def test_letterbox_maps_a_feature_to_the_right_place():
     # A bright pixel-centred blob must land where Letterbox says, shrinking and enlarging.
-    for size, input_size in [((640, 480), (320, 240)), ((160, 120), (640, 480)),
-                             ((400, 100), (320, 240))]:
+    for size, input_size in [((640, 480), (320, 240)), ((160, 120), (640, 480)), ((400, 100), (320, 240))]:
         gray = np.zeros((size[1], size[0]), np.float32)
         centre = np.array([size[0] * 0.37, size[1] * 0.61])
         ys, xs = np.mgrid[: size[1], : size[0]]
         sigma = max(size) / 40
-        gray[:] = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma ** 2))
+        gray[:] = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma**2))
         model_input, box = letterbox(gray, input_size)
         image = model_input[0, 0].astype(np.float64)
         ys, xs = np.mgrid[: image.shape[0], : image.shape[1]]

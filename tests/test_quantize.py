@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-from commands import main
-from inference import Matcher
-from inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-from inference.benchmark import synthetic_pair
-from inference.export.quantize import (
+from coarse_loftr.commands import main
+from coarse_loftr.inference import Matcher
+from coarse_loftr.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from coarse_loftr.inference.benchmark import synthetic_pair
+from coarse_loftr.inference.export.quantize import (
     DEFAULT_EXCLUDE,
     PairReader,
     QuantizeConfig,
@@ -60,7 +60,9 @@ def test_calibration_pairs_are_model_inputs_of_two_different_views(photos):
     assert reader.get_next() is not None and reader.get_next() is None and reader.fed == 2
 
 
-def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(random_student_onnx, photos, tmp_path):
+def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(
+    random_student_onnx, photos, tmp_path
+):
     out = tmp_path / "student_int8.onnx"
     report = quantize_model(random_student_onnx, out, QuantizeConfig(calibration_pairs=3), photos)
 
@@ -124,18 +126,57 @@ def test_bad_inputs_are_clear_errors(random_student_onnx, tmp_path, capsys):
     with pytest.raises(ValueError, match="calibration_pairs"):
         QuantizeConfig(calibration_pairs=0)
 
-    assert main(["quantize", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "c.onnx"),
-                 "--mode", "dynamic"]) == 2
-    assert main(["quantize", str(random_student_onnx), "--out", str(tmp_path / "c.onnx"),
-                 "--calibration-pairs", "0", "--calibration-images", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "quantize",
+                str(tmp_path / "missing.onnx"),
+                "--out",
+                str(tmp_path / "c.onnx"),
+                "--mode",
+                "dynamic",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "quantize",
+                str(random_student_onnx),
+                "--out",
+                str(tmp_path / "c.onnx"),
+                "--calibration-pairs",
+                "0",
+                "--calibration-images",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "ONNX model not found" in err and "calibration_pairs" in err and "Traceback" not in err
 
 
 def test_command_writes_a_static_model(random_student_onnx, photos, tmp_path, capsys):
     out = tmp_path / "cli_int8.onnx"
-    assert main(["quantize", str(random_student_onnx), "--out", str(out), "--calibration-images",
-                 str(photos), "--calibration-pairs", "2", "--exclude", "head+attention"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(random_student_onnx),
+                "--out",
+                str(out),
+                "--calibration-images",
+                str(photos),
+                "--calibration-pairs",
+                "2",
+                "--exclude",
+                "head+attention",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "static int8" in printed and "/loftr_coarse/layers.0/MatMul" in printed
     assert _ops(out)["QuantizeLinear"] > 0

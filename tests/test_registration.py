@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inference.config import RegistrationConfig
-from inference.matching import Matches
-from inference.registration import estimate_fundamental, estimate_homography, warp_blend
+from coarse_loftr.inference.config import RegistrationConfig
+from coarse_loftr.inference.matching import Matches
+from coarse_loftr.inference.registration import estimate_fundamental, estimate_homography, warp_blend
 
 H_TRUE = np.array([[0.9, -0.12, 30.0], [0.08, 1.05, -12.0], [1e-4, -5e-5, 1.0]])
 
@@ -56,8 +56,7 @@ def test_too_few_matches_gives_no_matrix():
     assert result.matrix is None and result.num_inliers == 0 and result.inliers.shape == (3,)
     matches, _ = synthetic(7, 0.0, 0.0)
     assert estimate_fundamental(matches).matrix is None
-    empty = Matches(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32),
-                    np.zeros(0, np.float32))
+    empty = Matches(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
     assert estimate_homography(empty).matrix is None
 
 
@@ -72,19 +71,19 @@ def test_fundamental_satisfies_epipolar_constraint():
     points3d = rng.uniform([-2, -2, 4], [2, 2, 8], size=(300, 3))
     camera = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     angle = 0.1
-    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
-                         [-np.sin(angle), 0, np.cos(angle)]])
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     translation = np.array([0.5, 0.05, 0.0])
     view0 = points3d @ camera.T
     view1 = (points3d @ rotation.T + translation) @ camera.T
     points0 = view0[:, :2] / view0[:, 2:]
     points1 = view1[:, :2] / view1[:, 2:]
-    points1[:60] = rng.uniform([0, 0], [640, 480], size=(60, 2))   # outliers
-    result = estimate_fundamental(Matches(points0.astype(np.float32),
-                                          points1.astype(np.float32), np.ones(300, np.float32)))
+    points1[:60] = rng.uniform([0, 0], [640, 480], size=(60, 2))  # outliers
+    result = estimate_fundamental(
+        Matches(points0.astype(np.float32), points1.astype(np.float32), np.ones(300, np.float32))
+    )
     assert result.matrix is not None and result.matrix.shape == (3, 3)
     good = np.c_[points1[60:], np.ones(240)], np.c_[points0[60:], np.ones(240)]
-    lines = good[1] @ result.matrix.T                    # epipolar lines in image1
+    lines = good[1] @ result.matrix.T  # epipolar lines in image1
     distance = np.abs((good[0] * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
     assert np.median(distance) < 0.5
     assert result.inliers[60:].mean() > 0.95 and result.inliers[:60].mean() < 0.1
@@ -103,8 +102,7 @@ def test_warp_blend_aligns_and_blends():
     blended = warp_blend(image0, image1, shift)
     assert blended.shape == (240, 320, 3) and blended.dtype == np.uint8
     # Where image0 lands, the blend of two aligned images is the image itself.
-    np.testing.assert_allclose(blended[30:, 50:].astype(int), image1[30:, 50:].astype(int),
-                               atol=1)
+    np.testing.assert_allclose(blended[30:, 50:].astype(int), image1[30:, 50:].astype(int), atol=1)
     # A wrong homography blends two different images: visibly different from image1.
     wrong = warp_blend(image0, image1, np.eye(3))
     assert np.abs(wrong[30:, 50:].astype(int) - image1[30:, 50:].astype(int)).mean() > 5
@@ -115,5 +113,5 @@ def test_warp_blend_any_image_kind():
     bgra = np.zeros((70, 80, 4), np.uint8)
     out = warp_blend(gray16, bgra, np.eye(3))
     assert out.shape == (70, 80, 3) and out.dtype == np.uint8
-    assert abs(int(out[10, 10, 0]) - (40000 >> 8) / 2) <= 1    # 50/50 with black
-    assert (out[60, 70] == 0).all()                     # outside the warp: image1 alone
+    assert abs(int(out[10, 10, 0]) - (40000 >> 8) / 2) <= 1  # 50/50 with black
+    assert (out[60, 70] == 0).all()  # outside the warp: image1 alone

@@ -15,12 +15,17 @@ from tests.conftest import SHARED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def release_cli(checkpoint: Path, out: Path, *options: str, timeout: int = 120
-                ) -> subprocess.CompletedProcess:
+def release_cli(
+    checkpoint: Path, out: Path, *options: str, timeout: int = 120
+) -> subprocess.CompletedProcess:
     """`coarse-loftr release CHECKPOINT --out OUT OPTIONS...` in a fresh process."""
     return subprocess.run(
-        [sys.executable, "-m", "commands", "release", str(checkpoint), "--out", str(out), *options],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        [sys.executable, "-m", "coarse_loftr", "release", str(checkpoint), "--out", str(out), *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +33,38 @@ def training_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint in the trainer's format (config + model + optimiser state)."""
     import torch
 
-    from inference.config import get_preset
-    from inference.model import CoarseLoFTR
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(1)
     model = CoarseLoFTR(get_preset("student"))
     optimizer = torch.optim.AdamW(model.parameters())
     path = tmp_path_factory.mktemp("run") / "last.pt"
-    torch.save({"config": model.config.to_dict(), "model_state_dict": model.state_dict(),
-                "optimizer_state_dict": optimizer.state_dict(),
-                "state": {"pairs_seen": 64, "steps": 8, "wall_seconds": 12.0}}, path)
+    torch.save(
+        {
+            "config": model.config.to_dict(),
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "state": {"pairs_seen": 64, "steps": 8, "wall_seconds": 12.0},
+        },
+        path,
+    )
     return path
 
 
 def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path):
     out = tmp_path / "weights"
-    result = release_cli(training_checkpoint, out, "--sizes", "320x240,160x120",
-                         "--default", "320x240", "--live", "160x120", timeout=300)
+    result = release_cli(
+        training_checkpoint,
+        out,
+        "--sizes",
+        "320x240,160x120",
+        "--default",
+        "320x240",
+        "--live",
+        "160x120",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "-> OK" in result.stdout  # the export's parity line
     manifest = json.loads((out / "manifest.json").read_text())
@@ -57,12 +77,14 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     assert set(slim) == {"config", "model_state_dict", "training"}  # no optimiser state
     assert slim["training"]["pairs_seen"] == 64
 
-    from inference import Matcher
-    from inference.io import read_image
+    from coarse_loftr.inference import Matcher
+    from coarse_loftr.inference.io import read_image
 
     image = read_image(SHARED / "data" / "eval-dev" / "pairs" / "0001_a.jpg")  # 640x480
-    for size, matcher in (((160, 120), Matcher(weights=out, role="live")),
-                          ((320, 240), Matcher(weights=out))):
+    for size, matcher in (
+        ((160, 120), Matcher(weights=out, role="live")),
+        ((320, 240), Matcher(weights=out)),
+    ):
         assert matcher.input_size == size
         result = matcher.match(image, image, threshold=0.0)
         assert len(result) > 0

@@ -3,7 +3,7 @@ browser and fuzz tests, which start it through this command)."""
 
 from __future__ import annotations
 
-from commands import main
+from coarse_loftr.commands import main
 
 
 def test_missing_weights_is_one_clear_line(tmp_path, capsys):

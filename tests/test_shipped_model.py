@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import Matcher, estimate_homography
-from inference.weights import WeightsError, resolve_weights
+from coarse_loftr.inference import Matcher, estimate_homography
+from coarse_loftr.inference.weights import WeightsError, resolve_weights
+from coarse_loftr.training.evaluation.metrics import corner_error
+from coarse_loftr.training.evaluation.pairs import load_manifest
 from tests.conftest import SHARED
-from training.evaluation.metrics import corner_error
-from training.evaluation.pairs import load_manifest
 
 MANIFEST = SHARED / "data" / "eval-dev" / "manifest.json"
 

@@ -18,13 +18,13 @@ import pytest
 import torch
 from plane_scene import PlaneScene
 
-from inference.config import BackboneConfig, ModelConfig
-from inference.model import CoarseLoFTR
-from training import losses
-from training.config import LossConfig, OptimConfig, TrainConfig
-from training.ground_truth import targets_from_homography
-from training.homography_pairs import HomographyPairs
-from training.trainer import compute_losses, train
+from coarse_loftr.inference.config import BackboneConfig, ModelConfig
+from coarse_loftr.inference.model import CoarseLoFTR
+from coarse_loftr.training import losses
+from coarse_loftr.training.config import LossConfig, OptimConfig, TrainConfig
+from coarse_loftr.training.ground_truth import targets_from_homography
+from coarse_loftr.training.homography_pairs import HomographyPairs
+from coarse_loftr.training.trainer import compute_losses, train
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 48)
@@ -32,12 +32,18 @@ STRIDE = 8
 GRID = (SIZE[1] // STRIDE, SIZE[0] // STRIDE)
 
 #: A few thousand parameters; same structure as the student (stride 8, fine stride 4).
-TINY = ModelConfig(name="tiny", backbone=BackboneConfig(stem_dim=4, widths=(4, 8, 8), strides=(1, 2, 2),
-                                                        blocks=(1, 1, 1), fine_stage=2),
-                   d_model=8, nhead=1, layer_names=("self", "cross"), fine_dim=4)
+TINY = ModelConfig(
+    name="tiny",
+    backbone=BackboneConfig(stem_dim=4, widths=(4, 8, 8), strides=(1, 2, 2), blocks=(1, 1, 1), fine_stage=2),
+    d_model=8,
+    nhead=1,
+    layer_names=("self", "cross"),
+    fine_dim=4,
+)
 
 
 # --- losses ---------------------------------------------------------------------------
+
 
 def confidence(diagonal: float, off: float, n: int = 3) -> torch.Tensor:
     return torch.full((1, n, n), off).diagonal_scatter(torch.full((1, n), diagonal), dim1=1, dim2=2)
@@ -61,20 +67,25 @@ def test_focal_loss_hand_computed():
     config = LossConfig()
     valid = torch.tensor([[True, False, False]])
     loss = losses.coarse_loss(confidence(0.8, 0.1), torch.arange(3)[None], valid, config)
-    positive = -0.25 * 0.2 ** 2 * math.log(0.8)
+    positive = -0.25 * 0.2**2 * math.log(0.8)
     # Negatives: every entry but the one positive, two of them at 0.8 on the diagonal.
-    negative = (6 * -0.75 * 0.1 ** 2 * math.log(0.9) + 2 * -0.75 * 0.8 ** 2 * math.log(0.2)) / 8
+    negative = (6 * -0.75 * 0.1**2 * math.log(0.9) + 2 * -0.75 * 0.8**2 * math.log(0.2)) / 8
     assert loss.item() == pytest.approx(positive + negative, rel=1e-5)
 
 
 def test_coarse_loss_without_positives_is_zero_and_unknown_kind_fails():
     conf = confidence(0.5, 0.2).requires_grad_()
-    loss = losses.coarse_loss(conf, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool),
-                              LossConfig())
+    loss = losses.coarse_loss(
+        conf, torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool), LossConfig()
+    )
     assert loss.item() == 0.0 and loss.requires_grad
     with pytest.raises(ValueError, match="unknown coarse loss"):
-        losses.coarse_loss(conf, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool),
-                           replace(LossConfig(), coarse="hinge"))
+        losses.coarse_loss(
+            conf,
+            torch.zeros(1, 3, dtype=torch.long),
+            torch.ones(1, 3, dtype=torch.bool),
+            replace(LossConfig(), coarse="hinge"),
+        )
 
 
 def test_fine_loss_hand_computed():
@@ -88,6 +99,7 @@ def test_fine_loss_hand_computed():
 
 def kl_both_ways(student: np.ndarray, teacher: np.ndarray, temperature: float) -> float:
     """Reference: mean row-wise and column-wise KL(teacher || student) of softmax(x / T)."""
+
     def softmax(x, axis):
         e = np.exp(x / temperature - (x / temperature).max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
@@ -113,8 +125,7 @@ def test_distillation_loss():
         value = losses.distillation_loss(as_tensor(student), as_tensor(teacher), temperature).item()
         assert value > 0
         # Documented scaling: the KL of softened distributions times T^2.
-        assert value == pytest.approx(kl_both_ways(student, teacher, temperature) * temperature ** 2,
-                                      rel=1e-9)
+        assert value == pytest.approx(kl_both_ways(student, teacher, temperature) * temperature**2, rel=1e-9)
     # With the T^2 factor the size of the term settles as T grows (the KL alone ~ 1/T^2).
     large = [losses.distillation_loss(as_tensor(student), as_tensor(teacher), t).item() for t in (50, 100)]
     assert large[1] == pytest.approx(large[0], rel=0.05)
@@ -129,6 +140,7 @@ def test_combine_weights():
 
 # --- homography ground truth ----------------------------------------------------------
 
+
 def test_identity_matches_every_cell_to_itself():
     targets = targets_from_homography(np.eye(3), GRID, STRIDE, SIZE)
     n = GRID[0] * GRID[1]
@@ -138,7 +150,7 @@ def test_identity_matches_every_cell_to_itself():
 
 
 def test_translation_by_whole_cells_shifts_indices():
-    dx, dy = 2, 1                                    # cells
+    dx, dy = 2, 1  # cells
     shift = np.array([[1, 0, dx * STRIDE], [0, 1, dy * STRIDE], [0, 0, 1]], float)
     targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
     rows, cols = np.divmod(np.arange(GRID[0] * GRID[1]), GRID[1])
@@ -153,17 +165,18 @@ def test_translation_by_whole_cells_shifts_indices():
 def test_zoom_out_keeps_one_mutual_match_per_target_cell():
     """Image1 shows image0 at half size: four image0 cells fall in each image1 cell,
     only the one whose cell the image1 centre projects back into is a positive."""
-    half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]])   # about pixel centres
+    half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]])  # about pixel centres
     targets = targets_from_homography(half, GRID, STRIDE, SIZE)
     assert targets.fine_valid.all()
     positives = targets.match_index1[targets.coarse_valid]
-    assert len(np.unique(positives)) == len(positives)          # one-to-one
+    assert len(np.unique(positives)) == len(positives)  # one-to-one
     assert targets.coarse_valid.sum() <= targets.fine_valid.sum() // 4 + 1
     assert targets.coarse_valid.sum() >= 4
     assert np.abs(targets.offset1).max() <= STRIDE / 2
 
 
 # --- gradient accumulation ------------------------------------------------------------
+
 
 def test_accumulated_micro_batches_equal_one_batch():
     """Two micro-batches of 2 with loss / 2 give the gradient of one batch of 4.
@@ -180,16 +193,19 @@ def test_accumulated_micro_batches_equal_one_batch():
     shift = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
     targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
     images = torch.rand(8, 1, SIZE[1], SIZE[0], dtype=torch.float64)
-    batch = {"image0": images[:4], "image1": images[4:],
-             "match_index1": torch.from_numpy(targets.match_index1).expand(4, -1),
-             "coarse_valid": torch.from_numpy(targets.coarse_valid).expand(4, -1),
-             "fine_valid": torch.from_numpy(targets.fine_valid).expand(4, -1),
-             "offset1": torch.from_numpy(targets.offset1).double().expand(4, -1, -1)}
+    batch = {
+        "image0": images[:4],
+        "image1": images[4:],
+        "match_index1": torch.from_numpy(targets.match_index1).expand(4, -1),
+        "coarse_valid": torch.from_numpy(targets.coarse_valid).expand(4, -1),
+        "fine_valid": torch.from_numpy(targets.fine_valid).expand(4, -1),
+        "offset1": torch.from_numpy(targets.offset1).double().expand(4, -1, -1),
+    }
 
     def gradients(micro: int) -> list[torch.Tensor]:
         model.zero_grad(set_to_none=True)
         for start in range(0, 4, micro):
-            part = {k: v[start:start + micro] for k, v in batch.items()}
+            part = {k: v[start : start + micro] for k, v in batch.items()}
             (compute_losses(model, part, config, teacher)["loss"] / (4 // micro)).backward()
         return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
@@ -200,6 +216,7 @@ def test_accumulated_micro_batches_equal_one_batch():
 
 
 # --- resumable training ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory) -> Path:
@@ -216,10 +233,16 @@ def photo_folder(tmp_path_factory) -> Path:
 def tiny_run_config(total_pairs: int) -> TrainConfig:
     # No lr milestones: the schedule must not depend on total_pairs, which the
     # interrupted run below extends on resume.
-    return replace(TrainConfig(), model="tiny", image_size=SIZE, total_pairs=total_pairs,
-                   val_pairs=2, val_every_pairs=4, num_threads=1,
-                   optim=replace(OptimConfig(), batch_size=4, micro_batch=2, warmup_steps=1,
-                                 milestones=()))
+    return replace(
+        TrainConfig(),
+        model="tiny",
+        image_size=SIZE,
+        total_pairs=total_pairs,
+        val_pairs=2,
+        val_every_pairs=4,
+        num_threads=1,
+        optim=replace(OptimConfig(), batch_size=4, micro_batch=2, warmup_steps=1, milestones=()),
+    )
 
 
 @pytest.fixture
@@ -238,8 +261,9 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
     train(tiny_run_config(16), train_set, val_set, tmp_path / "straight", model_config=TINY)
     first = train(tiny_run_config(8), train_set, val_set, tmp_path / "split", model_config=TINY)
     assert (first.pairs_seen, first.steps) == (8, 2)
-    resumed = train(tiny_run_config(16), train_set, val_set, tmp_path / "split", resume=True,
-                    model_config=TINY)
+    resumed = train(
+        tiny_run_config(16), train_set, val_set, tmp_path / "split", resume=True, model_config=TINY
+    )
     assert (resumed.pairs_seen, resumed.steps) == (16, 4)
     assert [r["pairs"] for r in resumed.history] == [4, 8, 12, 16]
 
@@ -247,7 +271,7 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
     assert b["state"]["pairs_seen"] == 16 and b["state"]["steps"] == 4
     steps = {int(s["step"]) for s in b["optimizer_state_dict"]["state"].values()}
-    assert steps == {4}                             # AdamW's moments carried over
+    assert steps == {4}  # AdamW's moments carried over
     for name, value in a["model_state_dict"].items():
         assert torch.allclose(value.float(), b["model_state_dict"][name].float(), atol=1e-5), name
     # The run actually trained: weights moved away from the initialisation.
@@ -260,16 +284,39 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
 
 # --- the command ----------------------------------------------------------------------
 
+
 def test_train_command_end_to_end(photo_folder, tmp_path):
     """`coarse-loftr train` for two steps with depth pairs mixed in writes a loadable
     checkpoint and a history; bad options fail with one line."""
     scene = PlaneScene((128, 96), focal=120.0).write(tmp_path / "scene")
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "commands", "train", "--images", str(photo_folder),
-               "--run-dir", str(run_dir), "--size", "64x48", "--pairs", "8", "--batch-size", "4",
-               "--micro-batch", "2", "--val-pairs", "2", "--val-every", "4", "--threads", "1",
-               "--depth-scenes", str(scene)]
+    command = [
+        sys.executable,
+        "-m",
+        "coarse_loftr",
+        "train",
+        "--images",
+        str(photo_folder),
+        "--run-dir",
+        str(run_dir),
+        "--size",
+        "64x48",
+        "--pairs",
+        "8",
+        "--batch-size",
+        "4",
+        "--micro-batch",
+        "2",
+        "--val-pairs",
+        "2",
+        "--val-every",
+        "4",
+        "--threads",
+        "1",
+        "--depth-scenes",
+        str(scene),
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mixing 2 depth pairs" in result.stderr
@@ -280,7 +327,13 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     assert [r["pairs"] for r in history] == [4, 8]
     assert all(math.isfinite(r["train_loss"]) for r in history)
 
-    bad = subprocess.run(command[:-1] + [str(tmp_path / "missing")], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*command[:-1], str(tmp_path / "missing")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert "depth scene folder not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -24,7 +24,7 @@ class AugmentConfig:
     max_shift: float = 0.12
     # Source pixels per output pixel of image0, drawn log-uniform (crop zoom).
     source_scale_range: tuple[float, float] = (0.8, 2.5)
-    brightness: float = 0.25      # additive, in [0, 1] intensity units
+    brightness: float = 0.25  # additive, in [0, 1] intensity units
     contrast: tuple[float, float] = (0.7, 1.3)
     gamma: tuple[float, float] = (0.7, 1.4)
     noise_sigma: float = 0.03
@@ -41,12 +41,12 @@ class LossConfig:
     """
 
     alpha: float = 0.3
-    temperature: float = 5.0          # softening of the match distributions for the KL term
+    temperature: float = 5.0  # softening of the match distributions for the KL term
     amplification: float = 10.0
-    coarse: str = "focal"             # "focal" (LoFTR) or "nll" (-log conf at the true match)
+    coarse: str = "focal"  # "focal" (LoFTR) or "nll" (-log conf at the true match)
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    fine_weight: float = 1.0          # L2 on the refinement offset, in fine pixels
+    fine_weight: float = 1.0  # L2 on the refinement offset, in fine pixels
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ class OptimConfig:
     # Step schedule: lr is multiplied by gamma at each milestone (fraction of the run).
     milestones: tuple[float, ...] = (0.6, 0.85)
     gamma: float = 0.3
-    batch_size: int = 8               # pairs per optimiser step (the virtual batch)
-    micro_batch: int = 4              # pairs per forward pass; batch_size / micro_batch accumulated
+    batch_size: int = 8  # pairs per optimiser step (the virtual batch)
+    micro_batch: int = 4  # pairs per forward pass; batch_size / micro_batch accumulated
     grad_clip: float = 1.0
-    amp: bool = True                  # used only when CUDA is present
+    amp: bool = True  # used only when CUDA is present
 
 
 @dataclass(frozen=True)
@@ -71,20 +71,20 @@ class DepthConfig:
     # Relative agreement of a projected point's depth with the other view's depth map;
     # also the largest spread of the four depth pixels around a looked-up point.
     tolerance: float = 0.1
-    share: float = 0.5                # fraction of training pairs drawn from depth scenes
-    partners_per_view: int = 3        # best partners per view taken from pair.txt
-    min_score: float = 0.0            # pair.txt view-selection score a partner must exceed
+    share: float = 0.5  # fraction of training pairs drawn from depth scenes
+    partners_per_view: int = 3  # best partners per view taken from pair.txt
+    min_score: float = 0.0  # pair.txt view-selection score a partner must exceed
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "student"            # preset name in inference.config.PRESETS
-    image_size: tuple[int, int] = (320, 240)   # (W, H) of training pairs
-    total_pairs: int = 16000          # run length in pairs (the schedule is laid on it)
+    model: str = "student"  # preset name in inference.config.PRESETS
+    image_size: tuple[int, int] = (320, 240)  # (W, H) of training pairs
+    total_pairs: int = 16000  # run length in pairs (the schedule is laid on it)
     # An epoch is this many freshly drawn random pairs (every pair is new: item i is
     # rendered from seed (seed, i)); it only labels progress and history records.
     pairs_per_epoch: int = 2000
-    val_pairs: int = 64               # fixed held-out synthetic pairs from a disjoint image split
+    val_pairs: int = 64  # fixed held-out synthetic pairs from a disjoint image split
     val_every_pairs: int = 1000
     checkpoint_minutes: float = 3.0
     num_threads: int = 2

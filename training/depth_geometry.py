@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def crop_resize_intrinsics(intrinsic: np.ndarray, crop_xy: tuple[float, float],
-                           scale_xy: tuple[float, float]) -> np.ndarray:
+def crop_resize_intrinsics(
+    intrinsic: np.ndarray, crop_xy: tuple[float, float], scale_xy: tuple[float, float]
+) -> np.ndarray:
     """K of an image cropped at (x0, y0) (source pixels) then resized by (sx, sy)
     output pixels per source pixel. With centres at integers a source x lands at
     (x - x0 + 0.5) * sx - 0.5."""
@@ -33,7 +34,7 @@ def relative_pose(extrinsic0: np.ndarray, extrinsic1: np.ndarray) -> np.ndarray:
 def unproject(points: np.ndarray, depth: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
     """(N, 2) pixels with (N,) z-depth -> (N, 3) camera coordinates."""
     homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1)
-    rays = homogeneous @ np.linalg.inv(intrinsic).T          # z = 1 on every ray
+    rays = homogeneous @ np.linalg.inv(intrinsic).T  # z = 1 on every ray
     return rays * depth[:, None]
 
 
@@ -42,8 +43,9 @@ def transform(points3: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return points3 @ pose[:3, :3].T + pose[:3, 3]
 
 
-def project(points3: np.ndarray, intrinsic: np.ndarray, min_depth: float = 1e-6
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project(
+    points3: np.ndarray, intrinsic: np.ndarray, min_depth: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 3) camera coordinates -> (N, 2) pixels, (N,) z, (N,) bool in front of the camera."""
     z = points3[:, 2]
     in_front = z > min_depth
@@ -52,8 +54,9 @@ def project(points3: np.ndarray, intrinsic: np.ndarray, min_depth: float = 1e-6
     return pixels, z, in_front
 
 
-def sample_depth(depth_map: np.ndarray, points: np.ndarray, max_spread: float = 0.1
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def sample_depth(
+    depth_map: np.ndarray, points: np.ndarray, max_spread: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Depth at sub-pixel (N, 2) points of an (H, W) map.
 
     Interpolates inverse depth bilinearly, which is exact on planes (1/z is affine in
@@ -73,8 +76,9 @@ def sample_depth(depth_map: np.ndarray, points: np.ndarray, max_spread: float = 
     x1 = np.minimum(x0 + 1, width - 1)
     y1 = np.minimum(y0 + 1, height - 1)
     fx, fy = x - x0, y - y0
-    corners = np.stack([depth_map[y0, x0], depth_map[y0, x1], depth_map[y1, x0], depth_map[y1, x1]],
-                       axis=1).astype(np.float64)
+    corners = np.stack(
+        [depth_map[y0, x0], depth_map[y0, x1], depth_map[y1, x0], depth_map[y1, x1]], axis=1
+    ).astype(np.float64)
     known = (np.isfinite(corners) & (corners > 0)).all(axis=1)
     safe = np.where(known[:, None], corners, 1.0)
     consistent = safe.max(axis=1) <= safe.min(axis=1) * (1 + max_spread)
@@ -84,9 +88,15 @@ def sample_depth(depth_map: np.ndarray, points: np.ndarray, max_spread: float = 
     return depth, finite & known & consistent
 
 
-def warp_with_depth(points0: np.ndarray, depth0: np.ndarray, intrinsic0: np.ndarray,
-                    pose_0to1: np.ndarray, intrinsic1: np.ndarray, depth1: np.ndarray,
-                    tolerance: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def warp_with_depth(
+    points0: np.ndarray,
+    depth0: np.ndarray,
+    intrinsic0: np.ndarray,
+    pose_0to1: np.ndarray,
+    intrinsic1: np.ndarray,
+    depth1: np.ndarray,
+    tolerance: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Where (N, 2) pixels of view 0 land in view 1, and whether they are seen there.
 
     Each point is lifted with view 0's depth map, moved by `pose_0to1` (camera0 ->
@@ -100,8 +110,12 @@ def warp_with_depth(points0: np.ndarray, depth0: np.ndarray, intrinsic0: np.ndar
     points3 = transform(unproject(points0, z0, intrinsic0), pose_0to1)
     points1, z1, in_front = project(points3, intrinsic1)
     height, width = depth1.shape
-    inside = ((points1[:, 0] >= -0.5) & (points1[:, 0] < width - 0.5)
-              & (points1[:, 1] >= -0.5) & (points1[:, 1] < height - 0.5))
+    inside = (
+        (points1[:, 0] >= -0.5)
+        & (points1[:, 0] < width - 0.5)
+        & (points1[:, 1] >= -0.5)
+        & (points1[:, 1] < height - 0.5)
+    )
     observed, valid1 = sample_depth(depth1, points1, tolerance)
     agrees = np.abs(z1 - observed) <= tolerance * observed
     return points1, valid0 & in_front & inside & valid1 & agrees

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from inference.matching import grid_centres
+from coarse_loftr.inference.matching import grid_centres
 
 from . import mvs_format
 from .config import AugmentConfig, DepthConfig
@@ -56,8 +56,8 @@ def load_view(scene: Path, view: int, size: tuple[int, int]) -> View:
     crop_w = min(width, round(height * out_w / out_h))
     crop_h = min(height, round(width * out_h / out_w))
     x0, y0 = (width - crop_w) // 2, (height - crop_h) // 2
-    image = image[y0:y0 + crop_h, x0:x0 + crop_w]
-    depth = depth[y0:y0 + crop_h, x0:x0 + crop_w]
+    image = image[y0 : y0 + crop_h, x0 : x0 + crop_w]
+    depth = depth[y0 : y0 + crop_h, x0 : x0 + crop_w]
     scale = (out_w / crop_w, out_h / crop_h)
     if (crop_w, crop_h) != (out_w, out_h):
         flags = cv2.INTER_AREA if scale[0] < 1 else cv2.INTER_LINEAR
@@ -68,19 +68,21 @@ def load_view(scene: Path, view: int, size: tuple[int, int]) -> View:
     return View(np.ascontiguousarray(image), depth, intrinsic, camera.extrinsic)
 
 
-def targets_from_depth(view0: View, view1: View, grid_hw: tuple[int, int], stride: int,
-                       tolerance: float) -> MatchTargets:
+def targets_from_depth(
+    view0: View, view1: View, grid_hw: tuple[int, int], stride: int, tolerance: float
+) -> MatchTargets:
     """Coarse and fine targets of a pair of same-size views (both directions projected,
     for the mutual check)."""
     height, width = view0.depth.shape
     centres = grid_centres(grid_hw, stride)
     pose = relative_pose(view0.extrinsic, view1.extrinsic)
-    points1, valid1 = warp_with_depth(centres, view0.depth, view0.intrinsic, pose,
-                                      view1.intrinsic, view1.depth, tolerance)
-    back0, back_valid0 = warp_with_depth(centres, view1.depth, view1.intrinsic, np.linalg.inv(pose),
-                                         view0.intrinsic, view0.depth, tolerance)
-    return targets_from_projections(points1, valid1, back0, back_valid0, grid_hw, stride,
-                                    (width, height))
+    points1, valid1 = warp_with_depth(
+        centres, view0.depth, view0.intrinsic, pose, view1.intrinsic, view1.depth, tolerance
+    )
+    back0, back_valid0 = warp_with_depth(
+        centres, view1.depth, view1.intrinsic, np.linalg.inv(pose), view0.intrinsic, view0.depth, tolerance
+    )
+    return targets_from_projections(points1, valid1, back0, back_valid0, grid_hw, stride, (width, height))
 
 
 def list_scene_pairs(scene: Path, config: DepthConfig) -> list[tuple[int, int]]:
@@ -103,8 +105,15 @@ class DepthPairs(Dataset):
     (seed, i).
     """
 
-    def __init__(self, scenes: list[Path], size: tuple[int, int], stride: int,
-                 config: DepthConfig, aug: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        scenes: list[Path],
+        size: tuple[int, int],
+        stride: int,
+        config: DepthConfig,
+        aug: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
         width, height = size
         if width % stride or height % stride:
             raise ValueError(f"size {width}x{height} is not a multiple of the stride {stride}")
@@ -114,8 +123,7 @@ class DepthPairs(Dataset):
         self.aug = aug
         self.seed = seed
         self.pairs: list[tuple[Path, int, int]] = []
-        for scene in scenes:
-            scene = Path(scene)
+        for scene in map(Path, scenes):
             self.pairs += [(scene, v0, v1) for v0, v1 in list_scene_pairs(scene, config)]
         if not self.pairs:
             raise ValueError(f"no view pairs found in {', '.join(map(str, scenes))}")

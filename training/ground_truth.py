@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.matching import grid_centres
+from coarse_loftr.inference.matching import grid_centres
 
 
 def warp_points(points: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,14 +25,19 @@ def warp_points(points: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray,
     return homogeneous[:, :2] / safe_w[:, None], valid
 
 
-def cell_index(points: np.ndarray, grid_hw: tuple[int, int], stride: int, size: tuple[int, int]
-               ) -> tuple[np.ndarray, np.ndarray]:
+def cell_index(
+    points: np.ndarray, grid_hw: tuple[int, int], stride: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Row-major coarse cell holding each (x, y) point (input pixels) and whether the
     point lies inside the image of `size` (W, H)."""
     width, height = size
     rows, cols = grid_hw
-    inside = ((points[:, 0] >= -0.5) & (points[:, 0] < width - 0.5)
-              & (points[:, 1] >= -0.5) & (points[:, 1] < height - 0.5))
+    inside = (
+        (points[:, 0] >= -0.5)
+        & (points[:, 0] < width - 0.5)
+        & (points[:, 1] >= -0.5)
+        & (points[:, 1] < height - 0.5)
+    )
     col = np.clip(np.floor((points[:, 0] + 0.5) / stride), 0, cols - 1).astype(np.int64)
     row = np.clip(np.floor((points[:, 1] + 0.5) / stride), 0, rows - 1).astype(np.int64)
     return row * cols + col, inside
@@ -57,9 +62,15 @@ class MatchTargets:
     offset1: np.ndarray
 
 
-def targets_from_projections(points1: np.ndarray, valid1: np.ndarray, back_points0: np.ndarray,
-                             back_valid0: np.ndarray, grid_hw: tuple[int, int], stride: int,
-                             size: tuple[int, int]) -> MatchTargets:
+def targets_from_projections(
+    points1: np.ndarray,
+    valid1: np.ndarray,
+    back_points0: np.ndarray,
+    back_valid0: np.ndarray,
+    grid_hw: tuple[int, int],
+    stride: int,
+    size: tuple[int, int],
+) -> MatchTargets:
     """points1: (N0, 2) image0 cell centres projected into image1; back_points0: (N1, 2)
     image1 cell centres projected into image0; valid masks likewise. Input pixels."""
     index1, inside1 = cell_index(points1, grid_hw, stride, size)
@@ -73,8 +84,9 @@ def targets_from_projections(points1: np.ndarray, valid1: np.ndarray, back_point
     return MatchTargets(index1, mutual, fine_valid, offset1)
 
 
-def targets_from_homography(homography: np.ndarray, grid_hw: tuple[int, int], stride: int,
-                            size: tuple[int, int]) -> MatchTargets:
+def targets_from_homography(
+    homography: np.ndarray, grid_hw: tuple[int, int], stride: int, size: tuple[int, int]
+) -> MatchTargets:
     """Targets for a pair related by `homography` (3x3, image0 input px -> image1 input px)."""
     centres = grid_centres(grid_hw, stride)
     points1, valid1 = warp_points(centres, homography)

@@ -28,11 +28,10 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def split_images(files: list[Path], val_share: float = 0.1, seed: int = 0
-                 ) -> tuple[list[Path], list[Path]]:
+def split_images(files: list[Path], val_share: float = 0.1, seed: int = 0) -> tuple[list[Path], list[Path]]:
     """Deterministic train / validation split by photo, so no photo is in both."""
     order = np.random.default_rng(seed).permutation(len(files))
-    n_val = max(1, int(round(len(files) * val_share)))
+    n_val = max(1, round(len(files) * val_share))
     return [files[i] for i in order[n_val:]], [files[i] for i in order[:n_val]]
 
 
@@ -52,11 +51,14 @@ def random_homography(rng: np.random.Generator, size: tuple[int, int], aug: Augm
     moved = (corners - centre) @ rotation.T * scale + centre
     moved += rng.uniform(-aug.corner_jitter, aug.corner_jitter, (4, 2)) * [width, height]
     moved += rng.uniform(-aug.max_shift, aug.max_shift, 2) * [width, height]
-    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(
+        np.float64
+    )
 
 
-def crop_transform(rng: np.random.Generator, photo_size: tuple[int, int], size: tuple[int, int],
-                   aug: AugmentConfig) -> np.ndarray:
+def crop_transform(
+    rng: np.random.Generator, photo_size: tuple[int, int], size: tuple[int, int], aug: AugmentConfig
+) -> np.ndarray:
     """Affine 3x3 map of image0's pixels into the photo: a random zoom and position."""
     photo_w, photo_h = photo_size
     width, height = size
@@ -71,8 +73,9 @@ def crop_transform(rng: np.random.Generator, photo_size: tuple[int, int], size: 
     return np.array([[scale, 0, x0 + 0.5 * scale - 0.5], [0, scale, y0 + 0.5 * scale - 0.5], [0, 0, 1]])
 
 
-def photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig, strength: float
-                ) -> np.ndarray:
+def photometric(
+    image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig, strength: float
+) -> np.ndarray:
     """image: (H, W) uint8 -> uint8 with random brightness, contrast, gamma, blur, noise, JPEG."""
     x = image.astype(np.float32) / 255.0
     contrast = 1 + (rng.uniform(*aug.contrast) - 1) * strength
@@ -84,13 +87,14 @@ def photometric(image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig,
     out = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
     if rng.random() < aug.jpeg_probability * strength:
         quality = int(rng.integers(*aug.jpeg_quality))
-        ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
         out = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     return out
 
 
-def render_pair(photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int], aug: AugmentConfig
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_pair(
+    photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int], aug: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """photo: (H, W) uint8. Returns image0, image1 (size (W, H) uint8) and the 3x3
     homography of image0's pixels to image1's."""
     photo_size = (photo.shape[1], photo.shape[0])
@@ -98,11 +102,13 @@ def render_pair(photo: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     homography = random_homography(rng, size, aug)
     flags = cv2.INTER_AREA if to_photo[0, 0] > 1.5 else cv2.INTER_LINEAR
     # warpAffine/warpPerspective take the map from source to destination.
-    image0 = cv2.warpAffine(photo, np.linalg.inv(to_photo)[:2], size, flags=flags,
-                            borderMode=cv2.BORDER_REFLECT)
+    image0 = cv2.warpAffine(
+        photo, np.linalg.inv(to_photo)[:2], size, flags=flags, borderMode=cv2.BORDER_REFLECT
+    )
     photo_to_1 = homography @ np.linalg.inv(to_photo)
-    image1 = cv2.warpPerspective(photo, photo_to_1, size, flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    image1 = cv2.warpPerspective(
+        photo, photo_to_1, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     return image0, image1, homography
 
 
@@ -110,8 +116,16 @@ class HomographyPairs(Dataset):
     """`length` random pairs; item i is deterministic given (seed, i), so a resumed run
     and the validation set see the same pairs."""
 
-    def __init__(self, files: list[Path], size: tuple[int, int], stride: int, length: int,
-                 aug: AugmentConfig, seed: int = 0, max_side: int = 1024) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        size: tuple[int, int],
+        stride: int,
+        length: int,
+        aug: AugmentConfig,
+        seed: int = 0,
+        max_side: int = 1024,
+    ) -> None:
         self.size = size
         self.stride = stride
         self.length = length
@@ -144,8 +158,9 @@ class HomographyPairs(Dataset):
         return pair_to_tensors(image0, image1, targets, homography)
 
 
-def pair_to_tensors(image0: np.ndarray, image1: np.ndarray, targets: MatchTargets,
-                    homography: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def pair_to_tensors(
+    image0: np.ndarray, image1: np.ndarray, targets: MatchTargets, homography: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
     sample = {
         "image0": torch.from_numpy(image0).float()[None] / 255.0,
         "image1": torch.from_numpy(image1).float()[None] / 255.0,

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from .config import LossConfig
 
 
-def coarse_loss(conf_matrix: torch.Tensor, match_index1: torch.Tensor, valid: torch.Tensor,
-                config: LossConfig) -> torch.Tensor:
+def coarse_loss(
+    conf_matrix: torch.Tensor, match_index1: torch.Tensor, valid: torch.Tensor, config: LossConfig
+) -> torch.Tensor:
     """Supervised loss on the dual-softmax matrix at the ground-truth matches.
 
     conf_matrix: (B, N0, N1) in (0, 1); match_index1: (B, N0) int64; valid: (B, N0)
@@ -18,7 +19,7 @@ def coarse_loss(conf_matrix: torch.Tensor, match_index1: torch.Tensor, valid: to
     """
     eps = 1e-6
     conf = conf_matrix.clamp(eps, 1 - eps)
-    positive = torch.gather(conf, 2, match_index1.unsqueeze(-1)).squeeze(-1)      # (B, N0)
+    positive = torch.gather(conf, 2, match_index1.unsqueeze(-1)).squeeze(-1)  # (B, N0)
     if not valid.any():
         return conf.sum() * 0.0
     if config.coarse == "nll":
@@ -33,8 +34,9 @@ def coarse_loss(conf_matrix: torch.Tensor, match_index1: torch.Tensor, valid: to
     return pos_loss[valid].mean() + neg_loss[~positive_mask].mean()
 
 
-def fine_loss(offset_pred: torch.Tensor, offset_true: torch.Tensor, valid: torch.Tensor,
-              fine_stride: int) -> torch.Tensor:
+def fine_loss(
+    offset_pred: torch.Tensor, offset_true: torch.Tensor, valid: torch.Tensor, fine_stride: int
+) -> torch.Tensor:
     """L2 distance between predicted and true sub-cell positions, in fine pixels.
 
     offset_pred, offset_true: (B, N0, 2) in input pixels; valid: (B, N0) bool.
@@ -45,8 +47,9 @@ def fine_loss(offset_pred: torch.Tensor, offset_true: torch.Tensor, valid: torch
     return error[valid].norm(dim=-1).pow(2).mean()
 
 
-def distillation_loss(student_sim: torch.Tensor, teacher_sim: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student_sim: torch.Tensor, teacher_sim: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher || student) of temperature-softened match distributions, in both
     directions of the matrix (rows: image0 -> image1, columns: image1 -> image0),
     scaled by T^2 so gradients keep their size as T changes (Hinton et al.).
@@ -59,11 +62,10 @@ def distillation_loss(student_sim: torch.Tensor, teacher_sim: torch.Tensor,
         log_teacher = F.log_softmax(teacher_sim / temperature, dim=dim)
         kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=dim)
         total = total + kl.mean()
-    return total / 2 * temperature ** 2
+    return total / 2 * temperature**2
 
 
-def combine(supervised: torch.Tensor, distillation: torch.Tensor | None, config: LossConfig
-            ) -> torch.Tensor:
+def combine(supervised: torch.Tensor, distillation: torch.Tensor | None, config: LossConfig) -> torch.Tensor:
     """a * supervised + (1 - a) * amplification * distillation (supervised alone without a teacher)."""
     if distillation is None:
         return supervised

@@ -55,7 +55,7 @@ def read_pfm(path: Path) -> np.ndarray:
     width, height = int(header.group(2)), int(header.group(3))
     scale = float(header.group(4))
     dtype = np.dtype("<f4" if scale < 0 else ">f4")
-    payload = data[header.end():]
+    payload = data[header.end() :]
     if len(payload) < width * height * 4:
         raise ValueError(f"{path}: truncated PFM ({len(payload)} bytes for {width}x{height})")
     values = np.frombuffer(payload, dtype=dtype, count=width * height).reshape(height, width)
@@ -80,11 +80,11 @@ def read_cam(path: Path) -> Camera:
     try:
         e = words.index("extrinsic")
         i = words.index("intrinsic")
-        extrinsic = np.array(words[e + 1:e + 17], dtype=np.float64).reshape(4, 4)
-        intrinsic = np.array(words[i + 1:i + 10], dtype=np.float64).reshape(3, 3)
+        extrinsic = np.array(words[e + 1 : e + 17], dtype=np.float64).reshape(4, 4)
+        intrinsic = np.array(words[i + 1 : i + 10], dtype=np.float64).reshape(3, 3)
     except ValueError as error:
         raise ValueError(f"{path}: malformed camera file ({error})") from None
-    rest = words[i + 10:]
+    rest = words[i + 10 :]
     depth_min = float(rest[0]) if len(rest) > 0 else 0.0
     depth_interval = float(rest[1]) if len(rest) > 1 else 0.0
     return Camera(extrinsic, intrinsic, depth_min, depth_interval)
@@ -109,7 +109,7 @@ def read_pairs(path: Path) -> dict[int, list[tuple[int, float]]]:
         pairs: dict[int, list[tuple[int, float]]] = {}
         for _ in range(count):
             view, n = int(words[pos]), int(words[pos + 1])
-            items = words[pos + 2:pos + 2 + 2 * n]
+            items = words[pos + 2 : pos + 2 + 2 * n]
             if len(items) != 2 * n:
                 raise IndexError("list shorter than its count")
             pairs[view] = [(int(items[2 * k]), float(items[2 * k + 1])) for k in range(n)]

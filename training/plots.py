@@ -68,16 +68,18 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def series(history: list[dict], key: str, x_key: str, x_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) of the records holding a finite `key`."""
-    rows = [(r[x_key] * x_scale, r[key]) for r in history
-            if r.get(key) is not None and np.isfinite(r[key]) and x_key in r]
+    rows = [
+        (r[x_key] * x_scale, r[key])
+        for r in history
+        if r.get(key) is not None and np.isfinite(r[key]) and x_key in r
+    ]
     if not rows:
         return np.zeros(0), np.zeros(0)
     x, y = np.array(rows, dtype=np.float64).T
     return x, y
 
 
-def _panel(ax: Axes, runs: list[Run], key: str, title: str, x_key: str, x_scale: float,
-           window: int) -> bool:
+def _panel(ax: Axes, runs: list[Run], key: str, title: str, x_key: str, x_scale: float, window: int) -> bool:
     drawn = False
     for k, run in enumerate(runs):
         x, y = series(run.history, key, x_key, x_scale)
@@ -88,8 +90,15 @@ def _panel(ax: Axes, runs: list[Run], key: str, title: str, x_key: str, x_scale:
             ax.plot(x, y, color=colour, alpha=0.2, linewidth=0.8)
             ax.plot(x, smooth(y, window), color=colour, linewidth=1.6, label=run.label)
         else:
-            ax.plot(x, y, color=colour, linewidth=1.6, marker="o" if len(x) < 30 else None,
-                    markersize=3, label=run.label)
+            ax.plot(
+                x,
+                y,
+                color=colour,
+                linewidth=1.6,
+                marker="o" if len(x) < 30 else None,
+                markersize=3,
+                label=run.label,
+            )
         drawn = True
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
@@ -98,8 +107,9 @@ def _panel(ax: Axes, runs: list[Run], key: str, title: str, x_key: str, x_scale:
     return drawn
 
 
-def plot_runs(runs: list[Run], smoothing: int = 20, x_axis: str = "pairs", title: str | None = None
-              ) -> Figure:
+def plot_runs(
+    runs: list[Run], smoothing: int = 20, x_axis: str = "pairs", title: str | None = None
+) -> Figure:
     """A 2 x 5 figure: loss terms (top, raw faint and smoothed over `smoothing`
     records) and validation metrics (bottom), x = pairs seen or training hours."""
     if not runs:

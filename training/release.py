@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from inference.checkpoint import load_checkpoint
-from inference.export import export_onnx
+from coarse_loftr.inference.checkpoint import load_checkpoint
+from coarse_loftr.inference.export import export_onnx
 
 MANIFEST = "manifest.json"
 
@@ -35,9 +35,14 @@ def describe(size: tuple[int, int], stride: int, roles: list[str]) -> str:
     return "; ".join([uses[role] for role in roles] + [grid])
 
 
-def release(checkpoint: Path, out_dir: Path, sizes: list[tuple[int, int]],
-            default_size: tuple[int, int], name: str, live_size: tuple[int, int] | None = None
-            ) -> list[ReleasedModel]:
+def release(
+    checkpoint: Path,
+    out_dir: Path,
+    sizes: list[tuple[int, int]],
+    default_size: tuple[int, int],
+    name: str,
+    live_size: tuple[int, int] | None = None,
+) -> list[ReleasedModel]:
     """Write out_dir/{name}.pt, {name}_{W}x{H}.onnx per size, and merge the entries into
     out_dir/manifest.json (other models already listed there stay). The manifest's
     `default` and `live` roles (see `inference.weights`) name the entries of
@@ -48,15 +53,13 @@ def release(checkpoint: Path, out_dir: Path, sizes: list[tuple[int, int]],
     state = raw.get("state", {}) if isinstance(raw, dict) else {}
     slim = out_dir / f"{name}.pt"
     # Weights and architecture only: the optimiser state would triple the file.
-    torch.save({"config": config.to_dict(), "model_state_dict": model.state_dict(),
-                "training": state}, slim)
+    torch.save({"config": config.to_dict(), "model_state_dict": model.state_dict(), "training": state}, slim)
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
     live_size = live_size or default_size
     released = []
     for size in sizes:
-        roles = [role for role, chosen in (("default", default_size), ("live", live_size))
-                 if chosen == size]
+        roles = [role for role, chosen in (("default", default_size), ("live", live_size)) if chosen == size]
         key = f"{name}_{size[0]}x{size[1]}"
         onnx_path = out_dir / f"{key}.onnx"
         report = export_onnx(model, onnx_path, size)

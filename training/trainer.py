@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from inference.config import ModelConfig, get_preset
-from inference.matching import grid_centres
-from inference.model import CoarseLoFTR
+from coarse_loftr.inference.config import ModelConfig, get_preset
+from coarse_loftr.inference.matching import grid_centres
+from coarse_loftr.inference.model import CoarseLoFTR
 
 from . import losses
 from .config import TrainConfig
@@ -42,25 +42,31 @@ def lr_factor(pairs_seen: int, steps: int, config: TrainConfig) -> float:
     warmup = min(1.0, (steps + 1) / max(optim.warmup_steps, 1))
     progress = pairs_seen / config.total_pairs
     decays = sum(progress >= m for m in optim.milestones)
-    return warmup * optim.gamma ** decays
+    return warmup * optim.gamma**decays
 
 
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def compute_losses(model: CoarseLoFTR, batch: dict[str, torch.Tensor], config: TrainConfig,
-                   teacher: CoarseLoFTR | None = None) -> dict[str, torch.Tensor]:
+def compute_losses(
+    model: CoarseLoFTR,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    teacher: CoarseLoFTR | None = None,
+) -> dict[str, torch.Tensor]:
     """Forward one micro-batch and return every loss term plus their combination ("loss")."""
     out = model(batch["image0"], batch["image1"])
     terms: dict[str, torch.Tensor] = {}
-    terms["coarse"] = losses.coarse_loss(out.conf_matrix, batch["match_index1"],
-                                         batch["coarse_valid"], config.loss)
+    terms["coarse"] = losses.coarse_loss(
+        out.conf_matrix, batch["match_index1"], batch["coarse_valid"], config.loss
+    )
     supervised = terms["coarse"]
     if model.fine_head is not None and out.fine0 is not None:
         offset, _ = model.fine_head(out.fine0, out.fine1, batch["match_index1"], out.grid_hw)
-        terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"],
-                                         model.config.backbone.fine_stride)
+        terms["fine"] = losses.fine_loss(
+            offset, batch["offset1"], batch["fine_valid"], model.config.backbone.fine_stride
+        )
         supervised = supervised + config.loss.fine_weight * terms["fine"]
         if model.fine2_head is not None and out.fine2_0 is not None:
             terms["fine2"] = second_level_loss(model, out, batch, offset.detach())
@@ -76,8 +82,9 @@ def compute_losses(model: CoarseLoFTR, batch: dict[str, torch.Tensor], config: T
     return terms
 
 
-def second_level_loss(model: CoarseLoFTR, out, batch: dict[str, torch.Tensor],
-                      first_offset: torch.Tensor) -> torch.Tensor:
+def second_level_loss(
+    model: CoarseLoFTR, out, batch: dict[str, torch.Tensor], first_offset: torch.Tensor
+) -> torch.Tensor:
     """L2 loss of the second refinement level, started from the first level's estimate
     around the true cell (as at inference, where it starts from the first level's
     output). Rows whose true position falls outside its window carry no signal."""
@@ -91,8 +98,9 @@ def second_level_loss(model: CoarseLoFTR, out, batch: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def validate(model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], threshold: float = 0.2
-             ) -> dict[str, float]:
+def validate(
+    model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], threshold: float = 0.2
+) -> dict[str, float]:
     """Position error of the deployed prediction (mutual matches above `threshold`,
     refined) against the true projection, over fixed synthetic pairs."""
     model.eval()
@@ -121,8 +129,14 @@ def validate(model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], thr
     }
 
 
-def save_checkpoint(path: Path, model: CoarseLoFTR, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, state: TrainState, config: TrainConfig) -> None:
+def save_checkpoint(
+    path: Path,
+    model: CoarseLoFTR,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    config: TrainConfig,
+) -> None:
     """Write atomically: a run killed mid-save keeps its previous checkpoint."""
     payload = {
         "config": model.config.to_dict(),
@@ -130,8 +144,12 @@ def save_checkpoint(path: Path, model: CoarseLoFTR, optimizer: torch.optim.Optim
         "optimizer_state_dict": optimizer.state_dict(),
         "scaler_state_dict": scaler.state_dict(),
         "train_config": config.to_dict(),
-        "state": {"pairs_seen": state.pairs_seen, "steps": state.steps,
-                  "wall_seconds": state.wall_seconds, "warmup_origin": state.warmup_origin},
+        "state": {
+            "pairs_seen": state.pairs_seen,
+            "steps": state.steps,
+            "wall_seconds": state.wall_seconds,
+            "warmup_origin": state.warmup_origin,
+        },
         "history": state.history,
     }
     tmp = path.with_suffix(".tmp")
@@ -149,9 +167,17 @@ def load_teacher(path: Path) -> CoarseLoFTR:
     return teacher
 
 
-def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: Path | None = None,
-          resume: bool = False, max_minutes: float | None = None,
-          model_config: ModelConfig | None = None, init_from: Path | None = None) -> TrainState:
+def train(
+    config: TrainConfig,
+    train_set,
+    val_set,
+    run_dir: Path,
+    teacher_path: Path | None = None,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    model_config: ModelConfig | None = None,
+    init_from: Path | None = None,
+) -> TrainState:
     """Train until `config.total_pairs` pairs are seen (or this call has run `max_minutes`), writing
     run_dir/last.pt every `checkpoint_minutes` and run_dir/history.json.
 
@@ -168,8 +194,9 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
 
     model = CoarseLoFTR(model_config or get_preset(config.model)).to(device)
     teacher = load_teacher(teacher_path).to(device) if teacher_path else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
-                                  weight_decay=config.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     state = TrainState()
     last = run_dir / "last.pt"
@@ -183,35 +210,49 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
     elif init_from is not None:
         checkpoint = torch.load(init_from, map_location=device, weights_only=False)
         own = model.state_dict()
-        fitting = {k: v for k, v in checkpoint["model_state_dict"].items()
-                   if k in own and own[k].shape == v.shape}
+        fitting = {
+            k: v for k, v in checkpoint["model_state_dict"].items() if k in own and own[k].shape == v.shape
+        }
         model.load_state_dict(fitting, strict=False)
         state = TrainState(**checkpoint["state"], history=checkpoint["history"])
         state.warmup_origin = state.steps
-        log.info("initialised from %s at %d pairs; new tensors: %s", init_from, state.pairs_seen,
-                 sorted(set(own) - set(fitting)))
+        log.info(
+            "initialised from %s at %d pairs; new tensors: %s",
+            init_from,
+            state.pairs_seen,
+            sorted(set(own) - set(fitting)),
+        )
     (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
 
     from torch.utils.tensorboard import SummaryWriter
+
     writer = SummaryWriter(str(run_dir / "tb"))
     micro = config.optim.micro_batch
     accumulation = max(1, config.optim.batch_size // micro)
-    val_batches = [collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
-                   for s in range(0, len(val_set), micro)]
+    val_batches = [
+        collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
+        for s in range(0, len(val_set), micro)
+    ]
     model.train()
     session_start = time.monotonic()
     start = session_start - state.wall_seconds
     last_save = time.monotonic()
     next_val = (state.pairs_seen // config.val_every_pairs + 1) * config.val_every_pairs
-    progress = tqdm(total=config.total_pairs, initial=state.pairs_seen, unit="pair",
-                    desc=f"train {config.model}", dynamic_ncols=True)
+    progress = tqdm(
+        total=config.total_pairs,
+        initial=state.pairs_seen,
+        unit="pair",
+        desc=f"train {config.model}",
+        dynamic_ncols=True,
+    )
     while state.pairs_seen < config.total_pairs:
         if max_minutes is not None and time.monotonic() - session_start > max_minutes * 60:
             log.info("time budget reached at %d pairs", state.pairs_seen)
             break
         for group in optimizer.param_groups:
-            group["lr"] = config.optim.lr * lr_factor(state.pairs_seen,
-                                                      state.steps - state.warmup_origin, config)
+            group["lr"] = config.optim.lr * lr_factor(
+                state.pairs_seen, state.steps - state.warmup_origin, config
+            )
         optimizer.zero_grad(set_to_none=True)
         running: dict[str, float] = {}
         for k in range(accumulation):
@@ -237,9 +278,12 @@ def train(config: TrainConfig, train_set, val_set, run_dir: Path, teacher_path: 
         for name, value in running.items():
             writer.add_scalar(f"train/{name}", value, state.pairs_seen)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state.pairs_seen)
-        record = {"pairs": state.pairs_seen, "epoch": epoch,
-                  "wall_seconds": round(state.wall_seconds, 1),
-                  **{f"train_{k}": v for k, v in running.items()}}
+        record = {
+            "pairs": state.pairs_seen,
+            "epoch": epoch,
+            "wall_seconds": round(state.wall_seconds, 1),
+            **{f"train_{k}": v for k, v in running.items()},
+        }
         if state.pairs_seen >= next_val or state.pairs_seen >= config.total_pairs:
             next_val += config.val_every_pairs
             metrics = validate(model, [{k: v.to(device) for k, v in b.items()} for b in val_batches])

@@ -13,8 +13,15 @@ log = logging.getLogger(__name__)
 
 KINDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
-__all__ = ["Backend", "BackendOutput", "BackendUnavailable", "ModelInfo", "KINDS",
-           "available_backends", "create_backend"]
+__all__ = [
+    "KINDS",
+    "Backend",
+    "BackendOutput",
+    "BackendUnavailable",
+    "ModelInfo",
+    "available_backends",
+    "create_backend",
+]
 
 
 def available_backends() -> list[str]:
@@ -32,9 +39,14 @@ def available_backends() -> list[str]:
     return kinds
 
 
-def create_backend(kind: str = "auto", *, onnx_path: str | Path | None,
-                   checkpoint_path: str | Path | None = None, num_threads: int | None = None,
-                   input_size: tuple[int, int] | None = None) -> Backend:
+def create_backend(
+    kind: str = "auto",
+    *,
+    onnx_path: str | Path | None,
+    checkpoint_path: str | Path | None = None,
+    num_threads: int | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Backend:
     """Load a model on a runtime.
 
     kind: "auto" (TensorRT when it can run here, else ONNX Runtime; the reason is
@@ -70,8 +82,9 @@ def create_backend(kind: str = "auto", *, onnx_path: str | Path | None,
 
 def _torch_backend(onnx_path, checkpoint_path, num_threads, input_size) -> Backend:
     if checkpoint_path is None:
-        raise BackendUnavailable("the torch backend needs the model's PyTorch checkpoint "
-                                 "(none is known for this model)")
+        raise BackendUnavailable(
+            "the torch backend needs the model's PyTorch checkpoint (none is known for this model)"
+        )
     if input_size is None:
         if onnx_path is None:
             raise ValueError("the torch backend needs an input size (or the ONNX model to read it from)")

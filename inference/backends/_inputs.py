@@ -17,11 +17,12 @@ def check_pair(info: ModelInfo, image0: np.ndarray, image1: np.ndarray) -> tuple
         if not isinstance(image, np.ndarray):
             raise ValueError(f"{name} must be a numpy array, got {type(image).__name__}")
         if image.shape != expected:
-            raise ValueError(f"{name} has shape {image.shape}; model {info.name!r} takes "
-                             f"{expected} (1, 1, H, W) grayscale for a {width}x{height} input")
+            raise ValueError(
+                f"{name} has shape {image.shape}; model {info.name!r} takes "
+                f"{expected} (1, 1, H, W) grayscale for a {width}x{height} input"
+            )
         if image.dtype != np.float32:
             if not np.issubdtype(image.dtype, np.floating):
                 raise ValueError(f"{name} has dtype {image.dtype}; expected float32 in [0, 1]")
-            image = image.astype(np.float32)
-        checked.append(np.ascontiguousarray(image))
+        checked.append(np.ascontiguousarray(image, dtype=np.float32))
     return checked[0], checked[1]

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import CoarseLoftrError
 
-class BackendUnavailable(RuntimeError):
+
+class BackendUnavailable(CoarseLoftrError):
     """The requested runtime cannot run here (library or device missing); the message says why."""
 
 

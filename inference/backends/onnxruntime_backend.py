@@ -24,8 +24,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, num_threads: int | None = None,
-                 use_cuda: bool | None = None) -> None:
+    def __init__(
+        self, onnx_path: str | Path, num_threads: int | None = None, use_cuda: bool | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -49,8 +50,10 @@ class OnnxRuntimeBackend(Backend):
         if use_cuda is not False and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
         elif use_cuda:
-            raise BackendUnavailable("the CUDA provider of onnxruntime is not available here "
-                                     f"(providers: {', '.join(available)}); install onnxruntime-gpu")
+            raise BackendUnavailable(
+                "the CUDA provider of onnxruntime is not available here "
+                f"(providers: {', '.join(available)}); install onnxruntime-gpu"
+            )
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own, unexported exception types
@@ -72,8 +75,10 @@ class OnnxRuntimeBackend(Backend):
         width, height = info.input_size
         for name in INPUT_NAMES:
             if inputs.get(name) != [1, 1, height, width]:
-                raise ValueError(f"{path}: input {name!r} has shape {inputs.get(name)}, but the "
-                                 f"metadata says {width}x{height}")
+                raise ValueError(
+                    f"{path}: input {name!r} has shape {inputs.get(name)}, but the "
+                    f"metadata says {width}x{height}"
+                )
         missing = [name for name in OUTPUT_NAMES if name not in outputs]
         if missing:
             raise ValueError(f"{path}: not a matching graph, outputs {', '.join(missing)} are missing")
@@ -81,14 +86,18 @@ class OnnxRuntimeBackend(Backend):
     def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
         image0, image1 = check_pair(self.info, image0, image1)
         conf_max, match_index, offset1 = self.session.run(
-            list(OUTPUT_NAMES), {INPUT_NAMES[0]: image0, INPUT_NAMES[1]: image1})
+            list(OUTPUT_NAMES), {INPUT_NAMES[0]: image0, INPUT_NAMES[1]: image1}
+        )
         return BackendOutput(conf_max[0], match_index[0].astype(np.int64, copy=False), offset1[0])
 
     def describe(self) -> str:
         threads = self.num_threads or os.cpu_count()
         provider = self.providers[0]
-        return f"onnxruntime ({provider}, {threads} threads)" if provider == "CPUExecutionProvider" \
+        return (
+            f"onnxruntime ({provider}, {threads} threads)"
+            if provider == "CPUExecutionProvider"
             else f"onnxruntime ({provider})"
+        )
 
 
 def read_model_info(onnx_path: str | Path) -> ModelInfo:

@@ -100,8 +100,14 @@ class _DeviceContext:
         self.context.detach()
 
 
-def build_engine(onnx_path: str | Path, fp16: bool = True, workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                 out: str | Path | None = None, device_id: int = 0, rebuild: bool = False) -> Path:
+def build_engine(
+    onnx_path: str | Path,
+    fp16: bool = True,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    out: str | Path | None = None,
+    device_id: int = 0,
+    rebuild: bool = False,
+) -> Path:
     """Build a serialized TensorRT engine from an ONNX file -> its path.
 
     out: where to write it; None uses the engine cache, keyed by the ONNX bytes, GPU
@@ -116,7 +122,9 @@ def build_engine(onnx_path: str | Path, fp16: bool = True, workspace_mb: int = D
     device = _DeviceContext(cuda, device_id)
     try:
         gpu_name = device.device.name()
-        target = Path(out) if out is not None else engine_cache_path(onnx_path, gpu_name, trt.__version__, fp16)
+        target = (
+            Path(out) if out is not None else engine_cache_path(onnx_path, gpu_name, trt.__version__, fp16)
+        )
         if out is None and target.is_file() and not rebuild:
             log.info("using cached TensorRT engine %s", target)
             return target
@@ -126,7 +134,9 @@ def build_engine(onnx_path: str | Path, fp16: bool = True, workspace_mb: int = D
         temporary = target.with_suffix(".partial")
         temporary.write_bytes(serialized)
         temporary.replace(target)  # no half-written engine in the cache if interrupted
-        log.info("built TensorRT %s engine for %s on %s: %s", trt.__version__, onnx_path.name, gpu_name, target)
+        log.info(
+            "built TensorRT %s engine for %s on %s: %s", trt.__version__, onnx_path.name, gpu_name, target
+        )
         return target
     finally:
         device.release()
@@ -159,8 +169,14 @@ class TensorRtBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, onnx_path: str | Path, engine_path: str | Path | None = None, fp16: bool = True,
-                 device_id: int = 0, workspace_mb: int = DEFAULT_WORKSPACE_MB) -> None:
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        engine_path: str | Path | None = None,
+        fp16: bool = True,
+        device_id: int = 0,
+        workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    ) -> None:
         trt, cuda = _require_tensorrt(device_id)
         from .onnxruntime_backend import read_model_info
 
@@ -177,8 +193,10 @@ class TensorRtBackend(Backend):
             self._runtime = trt.Runtime(self._logger)
             self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if self.engine is None:
-                raise ValueError(f"{self.engine_path}: TensorRT cannot deserialize this engine "
-                                 f"(built by another TensorRT version or GPU?)")
+                raise ValueError(
+                    f"{self.engine_path}: TensorRT cannot deserialize this engine "
+                    f"(built by another TensorRT version or GPU?)"
+                )
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
             self._host: dict[str, np.ndarray] = {}
@@ -197,8 +215,10 @@ class TensorRtBackend(Backend):
                 self._host[name], self._device_mem[name] = host, memory
         width, height = info.input_size
         if tuple(self._host[INPUT_NAMES[0]].shape) != (1, 1, height, width):
-            raise ValueError(f"{self.engine_path}: engine input shape {self._host[INPUT_NAMES[0]].shape} "
-                             f"does not match the model's {width}x{height}")
+            raise ValueError(
+                f"{self.engine_path}: engine input shape {self._host[INPUT_NAMES[0]].shape} "
+                f"does not match the model's {width}x{height}"
+            )
 
     def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
         image0, image1 = check_pair(self.info, image0, image1)
@@ -213,8 +233,11 @@ class TensorRtBackend(Backend):
                 cuda.memcpy_dtoh_async(self._host[name], self._device_mem[name], self.stream)
             self.stream.synchronize()
         conf_max, match_index, offset1 = (self._host[name][0].copy() for name in OUTPUT_NAMES)
-        return BackendOutput(conf_max.astype(np.float32, copy=False), match_index.astype(np.int64),
-                             offset1.astype(np.float32, copy=False))
+        return BackendOutput(
+            conf_max.astype(np.float32, copy=False),
+            match_index.astype(np.int64),
+            offset1.astype(np.float32, copy=False),
+        )
 
     def close(self) -> None:
         """Free the GPU buffers and the context (also done at interpreter exit by pycuda)."""

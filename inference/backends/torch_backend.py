@@ -20,12 +20,19 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, checkpoint_path: str | Path, input_size: tuple[int, int],
-                 num_threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint_path: str | Path,
+        input_size: tuple[int, int],
+        num_threads: int | None = None,
+        device: str = "cpu",
+    ) -> None:
         try:
             import torch
         except ImportError as error:
-            raise BackendUnavailable(f"the torch backend needs PyTorch (the `train` extra): {error}") from None
+            raise BackendUnavailable(
+                f"the torch backend needs PyTorch (the `train` extra): {error}"
+            ) from None
         from ..checkpoint import load_checkpoint
 
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -33,12 +40,20 @@ class TorchBackend(Backend):
         model, config = load_checkpoint(checkpoint_path)
         width, height = input_size
         if width % config.coarse_stride or height % config.coarse_stride:
-            raise ValueError(f"input size {width}x{height} is not a multiple of the coarse stride "
-                             f"{config.coarse_stride} of {config.name!r}")
+            raise ValueError(
+                f"input size {width}x{height} is not a multiple of the coarse stride "
+                f"{config.coarse_stride} of {config.name!r}"
+            )
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        super().__init__(ModelInfo(input_size=(width, height), coarse_stride=config.coarse_stride,
-                                   name=config.name, config=config.to_dict()))
+        super().__init__(
+            ModelInfo(
+                input_size=(width, height),
+                coarse_stride=config.coarse_stride,
+                name=config.name,
+                config=config.to_dict(),
+            )
+        )
         self._torch = torch
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -49,9 +64,11 @@ class TorchBackend(Backend):
         torch = self._torch
         with torch.inference_mode():
             conf_max, match_index, offset1 = self.model.predict(
-                torch.from_numpy(image0).to(self.device), torch.from_numpy(image1).to(self.device))
-        return BackendOutput(conf_max[0].cpu().numpy(), match_index[0].cpu().numpy().astype(np.int64),
-                             offset1[0].cpu().numpy())
+                torch.from_numpy(image0).to(self.device), torch.from_numpy(image1).to(self.device)
+            )
+        return BackendOutput(
+            conf_max[0].cpu().numpy(), match_index[0].cpu().numpy().astype(np.int64), offset1[0].cpu().numpy()
+        )
 
     def describe(self) -> str:
         threads = f", {self.num_threads} threads" if self.num_threads else ""

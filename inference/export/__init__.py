@@ -11,5 +11,13 @@ from .onnx_export import (
     export_onnx,
 )
 
-__all__ = ["export_onnx", "ExportReport", "ParityReport", "ExportError", "check_ops",
-           "check_index_arithmetic", "TENSORRT_OPS", "DEFAULT_OPSET"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "TENSORRT_OPS",
+    "ExportError",
+    "ExportReport",
+    "ParityReport",
+    "check_index_arithmetic",
+    "check_ops",
+    "export_onnx",
+]

@@ -19,6 +19,7 @@ from onnx import TensorProto, shape_inference
 from torch import nn
 
 from ..backends.base import ModelInfo
+from ..errors import CoarseLoftrError
 from ..flops import count_flops
 from ..model import INPUT_NAMES, OUTPUT_NAMES, CoarseLoFTR, PredictGraph
 
@@ -29,27 +30,84 @@ DEFAULT_OPSET = 17
 #: would break TensorRT is caught on a machine without a GPU. Einsum is left out on
 #: purpose: the parser takes only a subset of equations and LoFTR's einsums were the
 #: usual reason its exports failed; this model is written with MatMul instead.
-TENSORRT_OPS = frozenset({
-    "Add", "And", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat",
-    "Constant", "ConstantOfShape", "Conv", "Div", "Elu", "Equal", "Expand", "Flatten",
-    "Gather", "GatherElements", "Gemm", "Greater", "GreaterOrEqual", "Identity",
-    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "MatMul", "Max", "Min", "Mod",
-    "Mul", "Neg", "Not", "Or", "Pad", "Pow", "Reciprocal", "ReduceMax", "ReduceMean",
-    "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
-    "TopK", "Transpose", "Unsqueeze", "Where", "Xor",
-})
+TENSORRT_OPS = frozenset(
+    {
+        "Add",
+        "And",
+        "ArgMax",
+        "AveragePool",
+        "BatchNormalization",
+        "Cast",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "Div",
+        "Elu",
+        "Equal",
+        "Expand",
+        "Flatten",
+        "Gather",
+        "GatherElements",
+        "Gemm",
+        "Greater",
+        "GreaterOrEqual",
+        "Identity",
+        "LayerNormalization",
+        "LeakyRelu",
+        "Less",
+        "LessOrEqual",
+        "MatMul",
+        "Max",
+        "Min",
+        "Mod",
+        "Mul",
+        "Neg",
+        "Not",
+        "Or",
+        "Pad",
+        "Pow",
+        "Reciprocal",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Round",
+        "Shape",
+        "Slice",
+        "Softmax",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "TopK",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+        "Xor",
+    }
+)
 
 PARITY_TOLERANCE = 1e-4
 #: Cells whose best match is at least this confident must agree exactly on the index
 #: (below it, near-ties between cells may legitimately flip between runtimes).
 CONFIDENT = 0.01
 
-_INTEGER_TYPES = {TensorProto.INT32, TensorProto.INT64, TensorProto.UINT32, TensorProto.UINT64,
-                  TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8, TensorProto.UINT16}
+_INTEGER_TYPES = {
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.UINT32,
+    TensorProto.UINT64,
+    TensorProto.INT16,
+    TensorProto.INT8,
+    TensorProto.UINT8,
+    TensorProto.UINT16,
+}
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
-class ExportError(RuntimeError):
+class ExportError(CoarseLoftrError):
     """The exported graph failed a check; the message says which."""
 
 
@@ -72,16 +130,26 @@ class ParityReport:
 
     @property
     def ok(self) -> bool:
-        return (self.torch_finite and self.conf_matrix_max_diff < PARITY_TOLERANCE and self.conf_max_max_diff < PARITY_TOLERANCE
-                and self.index_agreement == 1.0 and self.offset_max_diff < 1e-2)
+        return (
+            self.torch_finite
+            and self.conf_matrix_max_diff < PARITY_TOLERANCE
+            and self.conf_max_max_diff < PARITY_TOLERANCE
+            and self.index_agreement == 1.0
+            and self.offset_max_diff < 1e-2
+        )
 
     def line(self) -> str:
         if not self.torch_finite:
-            return "parity: FAILED, PyTorch itself outputs NaN/inf (broken weights, e.g. negative BatchNorm variances)"
-        return (f"parity (onnxruntime vs torch): conf_matrix max|diff| {self.conf_matrix_max_diff:.2e}, "
-                f"conf_max max|diff| {self.conf_max_max_diff:.2e}, match_index equal on "
-                f"{self.index_agreement:.1%} of {self.confident_cells} cells with conf > {CONFIDENT}, "
-                f"offset1 max|diff| {self.offset_max_diff:.2e} px -> {'OK' if self.ok else 'FAILED'}")
+            return (
+                "parity: FAILED, PyTorch itself outputs NaN/inf "
+                "(broken weights, e.g. negative BatchNorm variances)"
+            )
+        return (
+            f"parity (onnxruntime vs torch): conf_matrix max|diff| {self.conf_matrix_max_diff:.2e}, "
+            f"conf_max max|diff| {self.conf_max_max_diff:.2e}, match_index equal on "
+            f"{self.index_agreement:.1%} of {self.confident_cells} cells with conf > {CONFIDENT}, "
+            f"offset1 max|diff| {self.offset_max_diff:.2e} px -> {'OK' if self.ok else 'FAILED'}"
+        )
 
 
 @dataclass
@@ -103,7 +171,8 @@ class ExportReport:
         width, height = self.info.input_size
         cols, rows = self.info.grid_size
         lines = [
-            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, opset {self.opset}) in {self.export_seconds:.1f} s",
+            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, opset {self.opset}) "
+            f"in {self.export_seconds:.1f} s",
             f"model {self.info.name}: {self.parameters:,} parameters, input {width}x{height}, "
             f"coarse grid {cols}x{rows} (stride {self.info.coarse_stride}), {self.gflops:.2f} GFLOP per pair",
             f"ops ({sum(self.ops.values())} nodes, all in the TensorRT 10 allow-list): "
@@ -126,8 +195,14 @@ class _ConfidenceGraph(nn.Module):
         return self.model(image0, image1).conf_matrix
 
 
-def export_onnx(model: CoarseLoFTR, path: str | Path, input_size: tuple[int, int] = (640, 480),
-                opset: int = DEFAULT_OPSET, check_parity: bool = True, seed: int = 0) -> ExportReport:
+def export_onnx(
+    model: CoarseLoFTR,
+    path: str | Path,
+    input_size: tuple[int, int] = (640, 480),
+    opset: int = DEFAULT_OPSET,
+    check_parity: bool = True,
+    seed: int = 0,
+) -> ExportReport:
     """Write `model.predict` for one (W, H) pair size as ONNX and check it.
 
     The graph takes image0, image1: (1, 1, H, W) float32 in [0, 1] and returns conf_max
@@ -138,8 +213,12 @@ def export_onnx(model: CoarseLoFTR, path: str | Path, input_size: tuple[int, int
     path = Path(path)
     width, height = _validate_size(model, input_size)
     model = model.eval()
-    info = ModelInfo(input_size=(width, height), coarse_stride=model.config.coarse_stride,
-                     name=model.config.name, config=model.config.to_dict())
+    info = ModelInfo(
+        input_size=(width, height),
+        coarse_stride=model.config.coarse_stride,
+        name=model.config.name,
+        config=model.config.to_dict(),
+    )
     generator = torch.Generator().manual_seed(seed)
     images = tuple(torch.rand(1, 1, height, width, generator=generator) for _ in INPUT_NAMES)
 
@@ -157,8 +236,13 @@ def export_onnx(model: CoarseLoFTR, path: str | Path, input_size: tuple[int, int
     ops = check_ops(graph)
     check_index_arithmetic(graph)
     report = ExportReport(
-        path=path, info=info, opset=opset, ops=ops, file_bytes=path.stat().st_size,
-        parameters=sum(p.numel() for p in model.parameters()), gflops=count_flops(graph).gflops,
+        path=path,
+        info=info,
+        opset=opset,
+        ops=ops,
+        file_bytes=path.stat().st_size,
+        parameters=sum(p.numel() for p in model.parameters()),
+        gflops=count_flops(graph).gflops,
         export_seconds=export_seconds,
     )
     if check_parity:
@@ -173,16 +257,20 @@ def _validate_size(model: CoarseLoFTR, input_size: tuple[int, int]) -> tuple[int
     stride = model.config.coarse_stride
     max_h, max_w = model.config.pe_max_shape
     if width <= 0 or height <= 0 or width % stride or height % stride:
-        raise ValueError(f"input size {width}x{height} must be positive multiples of the coarse "
-                         f"stride {stride} of model {model.config.name!r}")
+        raise ValueError(
+            f"input size {width}x{height} must be positive multiples of the coarse "
+            f"stride {stride} of model {model.config.name!r}"
+        )
     if width // stride > max_w or height // stride > max_h:
-        raise ValueError(f"input size {width}x{height} exceeds the positional encoding's "
-                         f"{max_w * stride}x{max_h * stride}")
+        raise ValueError(
+            f"input size {width}x{height} exceeds the positional encoding's {max_w * stride}x{max_h * stride}"
+        )
     return width, height
 
 
-def _trace_to_onnx(module: nn.Module, images: tuple[torch.Tensor, ...], path: Path,
-                   output_names: list[str], opset: int) -> None:
+def _trace_to_onnx(
+    module: nn.Module, images: tuple[torch.Tensor, ...], path: Path, output_names: list[str], opset: int
+) -> None:
     # The TorchScript exporter: static shapes, and the graph it writes is the one the
     # op allow-list was checked against. The torch.export-based one (dynamo=True) is
     # the default since torch 2.9 and warns that this path is deprecated.
@@ -191,9 +279,16 @@ def _trace_to_onnx(module: nn.Module, images: tuple[torch.Tensor, ...], path: Pa
     module.eval()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, images, str(path), input_names=list(INPUT_NAMES),
-                          output_names=output_names, opset_version=opset, do_constant_folding=True,
-                          dynamo=False)
+        torch.onnx.export(
+            module,
+            images,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=output_names,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def check_ops(graph: onnx.ModelProto) -> dict[str, int]:
@@ -213,9 +308,10 @@ def check_index_arithmetic(graph: onnx.ModelProto) -> None:
     Mod on it has a float operand.
     """
     inferred = shape_inference.infer_shapes(graph)
-    types = {info.name: info.type.tensor_type.elem_type
-             for info in list(inferred.graph.input) + list(inferred.graph.value_info)
-             + list(inferred.graph.output)}
+    types = {
+        info.name: info.type.tensor_type.elem_type
+        for info in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
+    }
     for init in inferred.graph.initializer:
         types[init.name] = init.data_type
     for node in inferred.graph.node:
@@ -224,8 +320,11 @@ def check_index_arithmetic(graph: onnx.ModelProto) -> None:
                 if attr.name == "value":
                     types[node.output[0]] = attr.t.data_type
 
-    index = {node.output[1] if node.op_type == "TopK" else node.output[0]
-             for node in inferred.graph.node if node.op_type in ("ArgMax", "TopK")}
+    index = {
+        node.output[1] if node.op_type == "TopK" else node.output[0]
+        for node in inferred.graph.node
+        if node.op_type in ("ArgMax", "TopK")
+    }
     if not index:
         raise ExportError("no ArgMax/TopK in the graph: cannot find the match index")
     # Nodes are topologically sorted in a valid ONNX graph, so one pass propagates.
@@ -235,18 +334,23 @@ def check_index_arithmetic(graph: onnx.ModelProto) -> None:
         if node.op_type == "Cast":
             target = next(attr.i for attr in node.attribute if attr.name == "to")
             if target in _FLOAT_TYPES and types.get(node.input[0]) in _INTEGER_TYPES:
-                raise ExportError(f"Cast {node.name!r} turns the integer index tensor "
-                                  f"{node.input[0]!r} into {TensorProto.DataType.Name(target)}")
+                raise ExportError(
+                    f"Cast {node.name!r} turns the integer index tensor "
+                    f"{node.input[0]!r} into {TensorProto.DataType.Name(target)}"
+                )
         if node.op_type in ("Div", "Mod"):
             float_inputs = [name for name in node.input if types.get(name) in _FLOAT_TYPES]
             if float_inputs:
-                raise ExportError(f"{node.op_type} {node.name!r} on index tensors has float "
-                                  f"operands: {', '.join(float_inputs)}")
+                raise ExportError(
+                    f"{node.op_type} {node.name!r} on index tensors has float "
+                    f"operands: {', '.join(float_inputs)}"
+                )
         index.update(name for name in node.output if types.get(name) in _INTEGER_TYPES)
 
 
-def parity_check(model: CoarseLoFTR, onnx_path: Path, images: tuple[torch.Tensor, ...],
-                 opset: int = DEFAULT_OPSET) -> ParityReport:
+def parity_check(
+    model: CoarseLoFTR, onnx_path: Path, images: tuple[torch.Tensor, ...], opset: int = DEFAULT_OPSET
+) -> ParityReport:
     """Run the exported graph and a temporary conf_matrix graph in ONNX Runtime (CPU)
     and compare with PyTorch on the same input."""
     import onnxruntime as ort
@@ -273,6 +377,8 @@ def parity_check(model: CoarseLoFTR, onnx_path: Path, images: tuple[torch.Tensor
     return ParityReport(
         conf_matrix_max_diff=float(np.abs(conf_o - conf_t).max()),
         conf_max_max_diff=float(np.abs(conf_max_o - conf_max_t).max()),
-        confident_cells=count, index_agreement=agreement, offset_max_diff=offset_diff,
+        confident_cells=count,
+        index_agreement=agreement,
+        offset_max_diff=offset_diff,
         torch_finite=bool(np.isfinite(conf_t).all() and np.isfinite(offset_t).all()),
     )

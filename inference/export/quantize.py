@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from ..backends.base import ModelInfo
+from ..errors import CoarseLoftrError
 from ..preprocess import letterbox, to_gray_float
 
 MODES = ("static", "dynamic")
@@ -48,11 +49,15 @@ EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
     "none": (),
     "head": DEFAULT_EXCLUDE,
     # ... plus the linear attention's activation-by-activation products.
-    "head+attention": DEFAULT_EXCLUDE + ("/loftr_coarse/layers.?/MatMul*", "/loftr_coarse/layers.?_?/MatMul*"),
+    "head+attention": (
+        *DEFAULT_EXCLUDE,
+        "/loftr_coarse/layers.?/MatMul*",
+        "/loftr_coarse/layers.?_?/MatMul*",
+    ),
 }
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(CoarseLoftrError):
     """Quantization could not run or wrote an unusable graph; the message says why."""
 
 
@@ -61,8 +66,9 @@ class QuantizeConfig:
     """mode: "static" (QDQ, calibrated) or "dynamic"; exclude: node-name globs
     (fnmatch) left in float; calibration_pairs: pairs fed to the calibrator (static
     only); calibration_method: "minmax", "percentile" or "entropy"; per_channel: one
-    weight scale per output channel; op_types: op types
-    quantized (elsewhere Q/DQ pairs would cost more than the int8 arithmetic saves); seed: of the calibration warps and photo order."""
+    weight scale per output channel; op_types: op types quantized (elsewhere Q/DQ pairs
+    would cost more than the int8 arithmetic saves); seed: of the calibration warps and
+    photo order."""
 
     mode: str = "static"
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
@@ -76,8 +82,10 @@ class QuantizeConfig:
         if self.mode not in MODES:
             raise ValueError(f"unknown quantization mode {self.mode!r}; choose {' or '.join(MODES)}")
         if self.calibration_method not in CALIBRATION_METHODS:
-            raise ValueError(f"unknown calibration method {self.calibration_method!r}; "
-                             f"choose one of {', '.join(CALIBRATION_METHODS)}")
+            raise ValueError(
+                f"unknown calibration method {self.calibration_method!r}; "
+                f"choose one of {', '.join(CALIBRATION_METHODS)}"
+            )
         if self.calibration_pairs < 1:
             raise ValueError(f"calibration_pairs must be at least 1, got {self.calibration_pairs}")
 
@@ -99,13 +107,19 @@ class QuantizeReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        quantized = {op: n for op, n in self.ops_after.items()
-                     if op in ("QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
-                               "DynamicQuantizeLinear")}
-        lines = [f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, from {self.input_bytes / 1e6:.2f} MB), "
-                 f"{self.mode} int8, model {self.info.name} {self.info.input_size[0]}x{self.info.input_size[1]}",
-                 "quantization ops: " + (", ".join(f"{op} {n}" for op, n in sorted(quantized.items())) or "none"),
-                 f"kept in float by the exclusions ({len(self.excluded)} nodes): " + (", ".join(self.excluded) or "none")]
+        quantized = {
+            op: n
+            for op, n in self.ops_after.items()
+            if op
+            in ("QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear")
+        }
+        lines = [
+            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, from {self.input_bytes / 1e6:.2f} MB), "
+            f"{self.mode} int8, model {self.info.name} {self.info.input_size[0]}x{self.info.input_size[1]}",
+            "quantization ops: " + (", ".join(f"{op} {n}" for op, n in sorted(quantized.items())) or "none"),
+            f"kept in float by the exclusions ({len(self.excluded)} nodes): "
+            + (", ".join(self.excluded) or "none"),
+        ]
         if self.calibration:
             lines.append(f"calibration: {self.calibration}")
         lines += [f"note: {note}" for note in self.notes]
@@ -122,8 +136,11 @@ def read_info(model: onnx.ModelProto, path: Path) -> ModelInfo:
 
 def excluded_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> list[str]:
     """Names of the graph's nodes that match any glob in `patterns`."""
-    return [node.name for node in model.graph.node
-            if any(fnmatch.fnmatchcase(node.name, pattern) for pattern in patterns)]
+    return [
+        node.name
+        for node in model.graph.node
+        if any(fnmatch.fnmatchcase(node.name, pattern) for pattern in patterns)
+    ]
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -144,12 +161,19 @@ def warp_view(gray: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -
     corners = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])
     moved = corners + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32) * [width, height]
     homography = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
-    return cv2.warpPerspective(gray, homography, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpPerspective(
+        gray,
+        homography,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
-def calibration_pairs(files: Sequence[Path], input_size: tuple[int, int], count: int,
-                      seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def calibration_pairs(
+    files: Sequence[Path], input_size: tuple[int, int], count: int, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`count` (image0, image1) model inputs, each (1, 1, H, W) float32 in [0, 1] at
     `input_size` (W, H): a photo and a warp of it, photos cycled in a seeded order.
     Unreadable files are skipped."""
@@ -168,15 +192,20 @@ def calibration_pairs(files: Sequence[Path], input_size: tuple[int, int], count:
         made += 1
         yield image0, image1
     if made < count:
-        raise QuantizeError(f"only {made} of {count} calibration pairs could be made: the images are unreadable")
+        raise QuantizeError(
+            f"only {made} of {count} calibration pairs could be made: the images are unreadable"
+        )
 
 
 class PairReader:
     """ONNX Runtime's CalibrationDataReader protocol over `calibration_pairs`: each
     `get_next()` is one feed {"image0": ..., "image1": ...}, then None."""
 
-    def __init__(self, pairs: Iterator[tuple[np.ndarray, np.ndarray]],
-                 input_names: tuple[str, str] = ("image0", "image1")) -> None:
+    def __init__(
+        self,
+        pairs: Iterator[tuple[np.ndarray, np.ndarray]],
+        input_names: tuple[str, str] = ("image0", "image1"),
+    ) -> None:
         self._pairs = pairs
         self._names = input_names
         self.fed = 0
@@ -189,8 +218,12 @@ class PairReader:
         return dict(zip(self._names, pair))
 
 
-def quantize_model(onnx_path: str | Path, out_path: str | Path, config: QuantizeConfig | None = None,
-                   calibration_images: str | Path | None = None) -> QuantizeReport:
+def quantize_model(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    config: QuantizeConfig | None = None,
+    calibration_images: str | Path | None = None,
+) -> QuantizeReport:
     """Quantize the exported graph at `onnx_path` to int8 and write it to `out_path`,
     with the source's metadata (input size, model config) copied over so that
     `inference.Matcher(weights=out_path)` loads it like the float model.
@@ -219,12 +252,22 @@ def quantize_model(onnx_path: str | Path, out_path: str | Path, config: Quantize
         raise QuantizeError(f"{source}: not a readable ONNX model: {error}") from None
     info = read_info(model, source)
     excluded = excluded_nodes(model, config.exclude)
-    kept = [node.name for node in model.graph.node
-            if node.op_type in config.op_types and node.name in set(excluded)]
+    kept = [
+        node.name
+        for node in model.graph.node
+        if node.op_type in config.op_types and node.name in set(excluded)
+    ]
     target.parent.mkdir(parents=True, exist_ok=True)
-    report = QuantizeReport(path=target, mode=config.mode, info=info, input_bytes=source.stat().st_size,
-                            file_bytes=0, ops_before=dict(Counter(n.op_type for n in model.graph.node)),
-                            ops_after={}, excluded=kept)
+    report = QuantizeReport(
+        path=target,
+        mode=config.mode,
+        info=info,
+        input_bytes=source.stat().st_size,
+        file_bytes=0,
+        ops_before=dict(Counter(n.op_type for n in model.graph.node)),
+        ops_after={},
+        excluded=kept,
+    )
 
     if config.mode == "static":
         if calibration_images is None:
@@ -235,28 +278,43 @@ def quantize_model(onnx_path: str | Path, out_path: str | Path, config: Quantize
             pass
 
         reader = _Reader(calibration_pairs(files, info.input_size, config.calibration_pairs, config.seed))
-        methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                   "entropy": CalibrationMethod.Entropy}
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }
         try:
             quantize_static(
-                str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+                str(source),
+                str(target),
+                reader,
+                quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
                 # U8S8: ORT's x86 kernels (VNNI included) are built around uint8 activations.
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=list(config.op_types), nodes_to_exclude=excluded,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(config.op_types),
+                nodes_to_exclude=excluded,
                 calibrate_method=methods[config.calibration_method],
             )
         except QuantizeError:  # from the reader: unreadable calibration images
             raise
         except Exception as error:  # onnxruntime's tooling raises plain exceptions of many kinds
             raise QuantizeError(f"static quantization failed: {error}") from None
-        report.calibration = (f"{reader.fed} pairs from {calibration_images} ({len(files)} images), "
-                              f"{config.calibration_method}, seed {config.seed}")
+        report.calibration = (
+            f"{reader.fed} pairs from {calibration_images} ({len(files)} images), "
+            f"{config.calibration_method}, seed {config.seed}"
+        )
     else:
         try:
-            quantize_dynamic(str(source), str(target), per_channel=config.per_channel,
-                             weight_type=QuantType.QInt8, op_types_to_quantize=list(config.op_types),
-                             nodes_to_exclude=excluded)
+            quantize_dynamic(
+                str(source),
+                str(target),
+                per_channel=config.per_channel,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(config.op_types),
+                nodes_to_exclude=excluded,
+            )
         except Exception as error:  # as above
             raise QuantizeError(f"dynamic quantization failed: {error}") from None
 

@@ -2,4 +2,4 @@
 
 from .net import INPUT_NAMES, OUTPUT_NAMES, CoarseLoFTR, CoarseOutput, PredictGraph
 
-__all__ = ["CoarseLoFTR", "CoarseOutput", "PredictGraph", "INPUT_NAMES", "OUTPUT_NAMES"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "CoarseLoFTR", "CoarseOutput", "PredictGraph"]

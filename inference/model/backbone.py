@@ -61,8 +61,7 @@ class ResNetBackbone(nn.Module):
         self.fine_stage = bb.fine_stage if config.has_fine_head else None
         self.fine2_stage = bb.fine2_stage if config.has_fine2_head else None
 
-    def forward(self, image: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """image: (B, 1, H, W) in [0, 1] -> coarse (B, d, H/s, W/s) and the raw outputs
         of the stages feeding the two refinement levels (None where absent)."""
         x = self.relu(self.bn1(self.conv1(image)))

@@ -43,8 +43,7 @@ class CoarseLoFTR(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = ResNetBackbone(config)
-        self.pos_encoding = PositionEncodingSine(config.d_model, config.pe_max_shape,
-                                                 config.pe_temp_bug_fix)
+        self.pos_encoding = PositionEncodingSine(config.d_model, config.pe_max_shape, config.pe_temp_bug_fix)
         self.loftr_coarse = LocalFeatureTransformer(config)
         self.fine_head = FineHead(config) if config.has_fine_head else None
         self.fine2_head = LocalRefiner(config) if config.has_fine2_head else None
@@ -55,7 +54,7 @@ class CoarseLoFTR(nn.Module):
         batch = image0.shape[0]
         coarse, fine, fine2 = self.backbone(torch.cat([image0, image1], dim=0))
         grid_hw = (coarse.shape[2], coarse.shape[3])
-        tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)   # (2B, N, d)
+        tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
         scale = feat0.shape[-1] ** 0.5
         sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.config.temperature
@@ -73,12 +72,14 @@ class CoarseLoFTR(nn.Module):
         """(N, 2) x, y centres of the coarse cells in input pixels (pixel centres at integers)."""
         rows, cols = grid_hw
         stride = self.config.coarse_stride
-        ys, xs = torch.meshgrid(torch.arange(rows, device=device), torch.arange(cols, device=device),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(rows, device=device), torch.arange(cols, device=device), indexing="ij"
+        )
         return torch.stack([xs.flatten(), ys.flatten()], -1).float() * stride + (stride - 1) / 2
 
-    def predict(self, image0: torch.Tensor, image1: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict(
+        self, image0: torch.Tensor, image1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The deployed graph: per image0 cell, its mutual-nearest-neighbour match.
 
         Returns conf_max (B, N0) float32 (0 where the best match is not mutual),
@@ -89,7 +90,7 @@ class CoarseLoFTR(nn.Module):
         out = self.forward(image0, image1)
         conf = out.conf_matrix
         conf_max, match_index = conf.max(dim=2)
-        column_max = conf.max(dim=1).values                               # (B, N1)
+        column_max = conf.max(dim=1).values  # (B, N1)
         mutual = conf_max >= torch.gather(column_max, 1, match_index)
         conf_max = conf_max * mutual.to(conf_max.dtype)
         if self.fine_head is not None and out.fine0 is not None:
@@ -99,8 +100,7 @@ class CoarseLoFTR(nn.Module):
                 refined, _, _ = self.fine2_head(out.fine2_0, out.fine2_1, matched_centres + offset1)
                 offset1 = refined - matched_centres
         else:
-            offset1 = confidence_expectation(conf, match_index, out.grid_hw,
-                                             self.config.coarse_stride)
+            offset1 = confidence_expectation(conf, match_index, out.grid_hw, self.config.coarse_stride)
         return conf_max, match_index, offset1
 
 

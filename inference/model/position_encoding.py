@@ -16,8 +16,9 @@ class PositionEncodingSine(nn.Module):
     divisor was computed as `(-ln(10000) / d) // 2` (= -1.0).
     """
 
-    def __init__(self, d_model: int, max_shape: tuple[int, int] = (256, 256),
-                 temp_bug_fix: bool = True) -> None:
+    def __init__(
+        self, d_model: int, max_shape: tuple[int, int] = (256, 256), temp_bug_fix: bool = True
+    ) -> None:
         super().__init__()
         pe = torch.zeros((d_model, *max_shape))
         y_position = torch.ones(max_shape).cumsum(0).float().unsqueeze(0)

@@ -49,8 +49,13 @@ class FineHead(nn.Module):
             raise ValueError("fine_window minus the coarse/fine ratio must be even")
         self.pad = (self.window - self.ratio) // 2
         self.proj = nn.Sequential(
-            nn.Conv2d(in_ch, config.fine_dim, kernel_size=config.fine_kernel,
-                      padding=config.fine_kernel // 2, bias=False),
+            nn.Conv2d(
+                in_ch,
+                config.fine_dim,
+                kernel_size=config.fine_kernel,
+                padding=config.fine_kernel // 2,
+                bias=False,
+            ),
             nn.BatchNorm2d(config.fine_dim),
             nn.ReLU(inplace=True),
             nn.Conv2d(config.fine_dim, config.fine_dim, kernel_size=1, bias=False),
@@ -59,15 +64,17 @@ class FineHead(nn.Module):
         half = (self.window - 1) / 2
         steps = torch.arange(self.window, dtype=torch.float32) - half
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
-        self.register_buffer("window_offsets", torch.stack([grid_x, grid_y], -1).reshape(-1, 2),
-                             persistent=False)
+        self.register_buffer(
+            "window_offsets", torch.stack([grid_x, grid_y], -1).reshape(-1, 2), persistent=False
+        )
 
     def features(self, fine: torch.Tensor) -> torch.Tensor:
         """fine: (B, C_in, Hf, Wf) backbone stage output -> (B, C, Hf, Wf)."""
         return self.proj(fine)
 
-    def forward(self, fine0: torch.Tensor, fine1: torch.Tensor, index1: torch.Tensor,
-                grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, fine0: torch.Tensor, fine1: torch.Tensor, index1: torch.Tensor, grid_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets of image0 cells' matches inside image1.
 
         fine0, fine1: (B, C, Hf, Wf) projected fine features; index1: (B, N0) int64
@@ -81,18 +88,22 @@ class FineHead(nn.Module):
         """
         height, width = grid_hw
         r = self.ratio
-        desc0 = F.avg_pool2d(fine0, r, r).flatten(2).transpose(1, 2)      # (B, N0, C)
+        desc0 = F.avg_pool2d(fine0, r, r).flatten(2).transpose(1, 2)  # (B, N0, C)
         padded = F.pad(fine1, (self.pad, self.pad, self.pad, self.pad)).permute(0, 2, 3, 1)
-        windows = torch.stack([
-            padded[:, dy: dy + r * height: r, dx: dx + r * width: r, :]
-            for dy in range(self.window) for dx in range(self.window)
-        ], dim=3)                                                         # (B, Hc, Wc, K, C)
+        windows = torch.stack(
+            [
+                padded[:, dy : dy + r * height : r, dx : dx + r * width : r, :]
+                for dy in range(self.window)
+                for dx in range(self.window)
+            ],
+            dim=3,
+        )  # (B, Hc, Wc, K, C)
         batch, _, _, k, channels = windows.shape
         windows = windows.reshape(batch * height * width, k, channels)
         flat_index = _flatten_batch(index1, height * width)
-        selected = windows.index_select(0, flat_index.flatten())          # (B*N0, K, C)
+        selected = windows.index_select(0, flat_index.flatten())  # (B*N0, K, C)
         logits = (selected @ desc0.reshape(-1, channels, 1)).reshape(batch, -1, k)
-        weights = (logits / channels ** 0.5).softmax(dim=-1)              # (B, N0, K)
+        weights = (logits / channels**0.5).softmax(dim=-1)  # (B, N0, K)
         offset = (weights @ self.window_offsets) * self.fine_stride
         return offset, logits
 
@@ -125,8 +136,9 @@ class LocalRefiner(nn.Module):
         half = self.window // 2
         steps = torch.arange(-half, half + 1)
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
-        self.register_buffer("window_steps", torch.stack([grid_x, grid_y], -1).reshape(-1, 2),
-                             persistent=False)
+        self.register_buffer(
+            "window_steps", torch.stack([grid_x, grid_y], -1).reshape(-1, 2), persistent=False
+        )
 
     def features(self, fine2: torch.Tensor) -> torch.Tensor:
         """fine2: (B, C_in, H2, W2) backbone stage output -> (B, C, H2, W2)."""
@@ -135,12 +147,17 @@ class LocalRefiner(nn.Module):
     def cell_descriptors(self, feat0: torch.Tensor) -> torch.Tensor:
         """(B, C, H2, W2) -> (B, N0, C): features at the coarse cell centres."""
         r, c = self.ratio, self.ratio // 2
-        centre = (feat0[:, :, c - 1::r, c - 1::r] + feat0[:, :, c - 1::r, c::r]
-                  + feat0[:, :, c::r, c - 1::r] + feat0[:, :, c::r, c::r]) / 4
+        centre = (
+            feat0[:, :, c - 1 :: r, c - 1 :: r]
+            + feat0[:, :, c - 1 :: r, c::r]
+            + feat0[:, :, c::r, c - 1 :: r]
+            + feat0[:, :, c::r, c::r]
+        ) / 4
         return centre.flatten(2).transpose(1, 2)
 
-    def forward(self, feat0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feat0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Refine estimates of where image0's cell centres land in image1.
 
         feat0, feat1: (B, C, H2, W2) projected features; points1: (B, N0, 2) current
@@ -148,25 +165,26 @@ class LocalRefiner(nn.Module):
         centres (B, N0, 2) in this level's pixels (int64), logits (B, N0, window**2)).
         """
         batch, channels, height, width = feat1.shape
-        desc0 = self.cell_descriptors(feat0)                                 # (B, N0, C)
+        desc0 = self.cell_descriptors(feat0)  # (B, N0, C)
         # Input pixel x lies at (x + 0.5) / stride - 0.5 in this level's pixels.
         centre = torch.round((points1 + 0.5) / self.stride - 0.5).to(torch.int64)
         limit = torch.tensor([width - 1, height - 1], device=centre.device)
         centre = torch.minimum(centre.clamp_min(0), limit)
-        taps = centre.unsqueeze(2) + self.window_steps                       # (B, N0, K, 2)
+        taps = centre.unsqueeze(2) + self.window_steps  # (B, N0, K, 2)
         taps = torch.minimum(taps.clamp_min(0), limit)
-        flat = _flatten_batch(taps[..., 1] * width + taps[..., 0], height * width)   # (B, N0, K)
+        flat = _flatten_batch(taps[..., 1] * width + taps[..., 0], height * width)  # (B, N0, K)
         rows = feat1.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
         n0, k = flat.shape[1], flat.shape[2]
         window = rows.index_select(0, flat.flatten()).reshape(batch * n0, k, channels)
         logits = (window @ desc0.reshape(-1, channels, 1)).reshape(batch, n0, k)
-        weights = (logits / channels ** 0.5).softmax(dim=-1)
+        weights = (logits / channels**0.5).softmax(dim=-1)
         expected = centre.to(weights.dtype) + weights @ self.window_steps.to(weights.dtype)
         return (expected + 0.5) * self.stride - 0.5, centre, logits
 
 
-def confidence_expectation(conf_matrix: torch.Tensor, index1: torch.Tensor,
-                           grid_hw: tuple[int, int], stride: int) -> torch.Tensor:
+def confidence_expectation(
+    conf_matrix: torch.Tensor, index1: torch.Tensor, grid_hw: tuple[int, int], stride: int
+) -> torch.Tensor:
     """Confidence-weighted mean position over the 3x3 cells around each match.
 
     conf_matrix: (B, N0, N1); index1: (B, N0) int64. Returns (B, N0, 2) offsets in input
@@ -185,7 +203,7 @@ def confidence_expectation(conf_matrix: torch.Tensor, index1: torch.Tensor,
             conf = torch.gather(conf_matrix, 2, neighbour.unsqueeze(-1)).squeeze(-1)
             weights.append(conf * inside.to(conf.dtype))
             offsets.append((dx, dy))
-    weight = torch.stack(weights, -1)                                      # (B, N0, 9)
+    weight = torch.stack(weights, -1)  # (B, N0, 9)
     steps = torch.tensor(offsets, dtype=conf_matrix.dtype, device=conf_matrix.device)
     mean = (weight @ steps) / weight.sum(-1, keepdim=True).clamp_min(1e-12)
     return mean * stride

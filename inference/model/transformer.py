@@ -10,8 +10,9 @@ from torch import nn
 from ..config import ModelConfig
 
 
-def linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     eps: float = 1e-6) -> torch.Tensor:
+def linear_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Kernelised attention with the elu+1 feature map (Katharopoulos et al. 2020).
 
     query: (B, h, L, d), key / value: (B, h, S, d) -> (B, h, L, d). Cost is linear in
@@ -21,8 +22,8 @@ def linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     q = F.elu(query) + 1
     k = F.elu(key) + 1
     length = value.shape[2]
-    kv = k.transpose(2, 3) @ (value / length)                      # (B, h, d, d)
-    normaliser = 1.0 / (q @ k.sum(dim=2).unsqueeze(-1) + eps)      # (B, h, L, 1)
+    kv = k.transpose(2, 3) @ (value / length)  # (B, h, d, d)
+    normaliser = 1.0 / (q @ k.sum(dim=2).unsqueeze(-1) + eps)  # (B, h, L, 1)
     return (q @ kv) * normaliser * length
 
 
@@ -50,8 +51,9 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """x: (B, L, d) attends to source: (B, S, d) -> (B, L, d)."""
         batch, length, d_model = x.shape
-        message = linear_attention(self._heads(self.q_proj(x)), self._heads(self.k_proj(source)),
-                                   self._heads(self.v_proj(source)))
+        message = linear_attention(
+            self._heads(self.q_proj(x)), self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+        )
         message = message.transpose(1, 2).reshape(batch, length, d_model)
         message = self.norm1(self.merge(message))
         message = self.norm2(self.mlp(torch.cat([x, message], dim=2)))
@@ -65,8 +67,7 @@ class LocalFeatureTransformer(nn.Module):
         super().__init__()
         self.layer_names = config.layer_names
         self.layers = nn.ModuleList(
-            EncoderLayer(config.d_model, config.nhead, config.layer_norm_eps)
-            for _ in config.layer_names
+            EncoderLayer(config.d_model, config.nhead, config.layer_norm_eps) for _ in config.layer_names
         )
 
     def forward(self, feat0: torch.Tensor, feat1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

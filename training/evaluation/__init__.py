@@ -9,7 +9,21 @@ from .pairs import BREAKDOWN_KEYS, EvalPair, ManifestError, load_manifest
 from .runner import MethodResult, PairRecord, Summary, evaluate, summarise
 
 __all__ = [
-    "AUC_THRESHOLDS_PX", "BREAKDOWN_KEYS", "EvalPair", "ManifestError", "MatchMethod",
-    "MatcherMethod", "MethodResult", "OpenCVFeatures", "PairRecord", "Summary", "corner_error",
-    "cumulative_curve", "error_auc", "evaluate", "image_corners", "load_manifest", "summarise",
+    "AUC_THRESHOLDS_PX",
+    "BREAKDOWN_KEYS",
+    "EvalPair",
+    "ManifestError",
+    "MatchMethod",
+    "MatcherMethod",
+    "MethodResult",
+    "OpenCVFeatures",
+    "PairRecord",
+    "Summary",
+    "corner_error",
+    "cumulative_curve",
+    "error_auc",
+    "evaluate",
+    "image_corners",
+    "load_manifest",
+    "summarise",
 ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.registration import estimate_homography
+from coarse_loftr.inference.registration import estimate_homography
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ class MatchMethod(Protocol):
 
     name: str
 
-    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        ...
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]: ...
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -88,5 +87,8 @@ class MatcherMethod:
         start = time.perf_counter()
         result = self.matcher.match(image0, image1, **self.options)
         seconds = time.perf_counter() - start
-        return (np.asarray(result.keypoints0, np.float32).reshape(-1, 2),
-                np.asarray(result.keypoints1, np.float32).reshape(-1, 2), seconds)
+        return (
+            np.asarray(result.keypoints0, np.float32).reshape(-1, 2),
+            np.asarray(result.keypoints1, np.float32).reshape(-1, 2),
+            seconds,
+        )

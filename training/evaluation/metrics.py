@@ -22,8 +22,7 @@ def image_corners(width: int, height: int) -> np.ndarray:
     from the top-left."""
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]],
-                    dtype=np.float64)
+    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64)
 
 
 def warp_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -37,8 +36,7 @@ def warp_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return warped
 
 
-def corner_error(estimate: np.ndarray | None, truth: np.ndarray,
-                 size_a: tuple[int, int]) -> float:
+def corner_error(estimate: np.ndarray | None, truth: np.ndarray, size_a: tuple[int, int]) -> float:
     """Mean distance (pixels of image b) of image a's four corners warped by `estimate`
     and by `truth` (both 3x3, a -> b). `size_a` is (width, height) of image a.
     Returns inf when there is no estimate or it sends a corner to infinity."""
@@ -52,8 +50,9 @@ def corner_error(estimate: np.ndarray | None, truth: np.ndarray,
     return error if np.isfinite(error) else float("inf")
 
 
-def error_auc(errors: Sequence[float] | np.ndarray,
-              thresholds: Sequence[float] = AUC_THRESHOLDS_PX) -> dict[float, float]:
+def error_auc(
+    errors: Sequence[float] | np.ndarray, thresholds: Sequence[float] = AUC_THRESHOLDS_PX
+) -> dict[float, float]:
     """Area under the cumulative error curve up to each threshold, normalised to [0, 1].
 
     The curve is the SuperGlue / LoFTR one: recall i/n at the i-th smallest error,
@@ -80,8 +79,7 @@ def error_auc(errors: Sequence[float] | np.ndarray,
     return aucs
 
 
-def cumulative_curve(errors: Sequence[float] | np.ndarray,
-                     xs: np.ndarray) -> np.ndarray:
+def cumulative_curve(errors: Sequence[float] | np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Fraction of pairs with corner error <= x for each x in `xs` (failures never count)."""
     values = np.sort(np.asarray(errors, dtype=np.float64).ravel())
     if values.size == 0:

@@ -16,11 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from coarse_loftr.inference.errors import InvalidInput
+
 #: manifest fields that split the results into breakdowns
 BREAKDOWN_KEYS: tuple[str, ...] = ("difficulty", "kind", "group")
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidInput):
     """The manifest or one of its images cannot be used; the message names the pair."""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.config import RegistrationConfig
+from coarse_loftr.inference.config import RegistrationConfig
 
 from .geometry import fit_homography
 from .methods import MatchMethod
@@ -125,35 +125,39 @@ def _breakdown(records: Sequence[PairRecord], threshold_px: float) -> dict[str, 
     for record in records:
         for key in BREAKDOWN_KEYS:
             groups[key].setdefault(record.labels.get(key, "unknown"), []).append(record)
-    return {key: {label: summarise(by_label[label], threshold_px)
-                  for label in sorted(by_label, key=_label_order)}
-            for key, by_label in groups.items()}
+    return {
+        key: {label: summarise(by_label[label], threshold_px) for label in sorted(by_label, key=_label_order)}
+        for key, by_label in groups.items()
+    }
 
 
 def _label_order(label: str) -> tuple[int, str]:
     """Difficulty levels easiest first, every other label alphabetically after them."""
-    return (DIFFICULTY_ORDER.index(label) if label in DIFFICULTY_ORDER else len(DIFFICULTY_ORDER),
-            label)
+    return (DIFFICULTY_ORDER.index(label) if label in DIFFICULTY_ORDER else len(DIFFICULTY_ORDER), label)
 
 
-def finish(name: str, records: list[PairRecord], thresholds_px: Sequence[float],
-           pick_best: bool = True) -> MethodResult:
+def finish(
+    name: str, records: list[PairRecord], thresholds_px: Sequence[float], pick_best: bool = True
+) -> MethodResult:
     """Summarise a method overall and per breakdown key at one RANSAC threshold: the one
     with the best overall AUC@5 (the first on ties) when `pick_best`, else the first."""
     thresholds = list(thresholds_px)
     by_threshold = {t: summarise(records, t) for t in thresholds}
     chosen = thresholds[0]
     if pick_best:
-        chosen = max(thresholds, key=lambda t: (by_threshold[t].auc[SELECTION_AUC_PX],
-                                                -thresholds.index(t)))
-    return MethodResult(name, records, chosen, by_threshold[chosen], by_threshold,
-                        _breakdown(records, chosen))
+        chosen = max(thresholds, key=lambda t: (by_threshold[t].auc[SELECTION_AUC_PX], -thresholds.index(t)))
+    return MethodResult(
+        name, records, chosen, by_threshold[chosen], by_threshold, _breakdown(records, chosen)
+    )
 
 
-def evaluate(pairs: Sequence[EvalPair], methods: Sequence[MatchMethod],
-             thresholds_px: Sequence[float] = (RegistrationConfig.threshold_px,),
-             pick_best: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> list[MethodResult]:
+def evaluate(
+    pairs: Sequence[EvalPair],
+    methods: Sequence[MatchMethod],
+    thresholds_px: Sequence[float] = (RegistrationConfig.threshold_px,),
+    pick_best: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[MethodResult]:
     """Match every pair with every method and fit a homography at every threshold.
 
     Images are decoded once per pair and shared by all methods. `progress(done, total)`
@@ -178,8 +182,9 @@ def evaluate(pairs: Sequence[EvalPair], methods: Sequence[MatchMethod],
             record = PairRecord(pair.id, pair.labels, len(keypoints_a), seconds)
             for threshold in thresholds:
                 fitted = fit_homography(keypoints_a, keypoints_b, threshold)
-                record.fits[threshold] = Fit(corner_error(fitted.matrix, pair.homography, size_a),
-                                             fitted.num_inliers, fitted.seconds)
+                record.fits[threshold] = Fit(
+                    corner_error(fitted.matrix, pair.homography, size_a), fitted.num_inliers, fitted.seconds
+                )
             records[method.name].append(record)
         if progress is not None:
             progress(done, len(pairs))
