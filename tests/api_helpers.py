@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
+from fixture_data import PAIRS, fake_camera_y4m
 
-PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval-dev" / "pairs"
-VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
+__all__ = ["PAIRS", "decode", "fake_camera_y4m", "jpeg", "pair_bytes", "png", "png_bomb"]
 
 
 def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
@@ -22,7 +21,7 @@ def png(image: np.ndarray) -> bytes:
 
 
 def pair_bytes(pair: str = "0001") -> tuple[bytes, bytes]:
-    """An eval-dev pair as JPEG bytes (640x480 each)."""
+    """A fixture pair (tests/data/pairs) as JPEG bytes (640x480 each)."""
     return (PAIRS / f"{pair}_a.jpg").read_bytes(), (PAIRS / f"{pair}_b.jpg").read_bytes()
 
 

@@ -1,13 +1,34 @@
-"""Shared test fixtures (several helpers add to this file: keep additions small)."""
+"""Shared test fixtures and the rules for tests that need something outside the repo.
+
+`@pytest.mark.shared_data` (needs ../shared) and `@pytest.mark.browser` (needs Debian's
+Chromium) skip with a reason on a machine without them and fail under CI=true.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from fixture_data import IN_CI, SHARED
 
-#: Test data beside the repository (../shared); the product never needs it.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHROMIUM = "/usr/bin/chromium"
+
+_NEEDS = {
+    "shared_data": (SHARED.is_dir, f"needs the team's data beside the checkout ({SHARED})"),
+    "browser": (
+        lambda: Path(CHROMIUM).is_file() or shutil.which("chromium") is not None,
+        "needs Debian's chromium (apt-get install -y chromium)",
+    ),
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, (available, reason) in _NEEDS.items():
+        if item.get_closest_marker(marker) and not available():
+            if IN_CI:
+                pytest.fail(f"{reason}: missing under CI=true", pytrace=False)
+            pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

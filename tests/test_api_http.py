@@ -255,7 +255,7 @@ def test_busy_answers_503_with_retry_after(client, images):
         release.wait(30)
 
     async def submit(fn):
-        return service.worker.submit(fn)
+        return service.engine.worker.submit(fn)
 
     futures = [client.portal.call(submit, hold)]  # the worker blocks in this job
     assert started.wait(10)

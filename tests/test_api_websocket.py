@@ -7,8 +7,9 @@ import json
 
 import cv2
 import pytest
-from api_helpers import VIDEO, decode, jpeg
+from api_helpers import decode, jpeg
 from fastapi.testclient import TestClient
+from fixture_data import clip_frames
 
 from coarse_loftr.api import ServiceSettings, create_app
 from coarse_loftr.api.websocket import StreamSession
@@ -28,14 +29,7 @@ def client(random_student_onnx):
 @pytest.fixture(scope="module")
 def frames() -> list[bytes]:
     """The first frames of the 384x288 test clip, as a browser would send them."""
-    capture = cv2.VideoCapture(str(VIDEO / "visp_cube_poster_384x288.mp4"))
-    out = []
-    while len(out) < 8:
-        ok, frame = capture.read()
-        assert ok
-        out.append(jpeg(frame, 85))
-    capture.release()
-    return out
+    return [jpeg(frame, 85) for frame in clip_frames(8)]
 
 
 def receive_json(ws) -> dict:

@@ -7,14 +7,12 @@ import ast
 
 import pytest
 import torch
-from conftest import SHARED
+from fixture_data import LOFTR_OUTDOOR_KEYS, PUBLISHED_CHECKPOINTS, PUBLISHED_STUDENT_KEYS
 
 from coarse_loftr.inference.checkpoint import load_checkpoint, read_checkpoint
 from coarse_loftr.inference.config import get_preset
 from coarse_loftr.inference.model import CoarseLoFTR
 
-KEYS_TSV = SHARED / "reference" / "coarse_loftr_trt_student_keys.tsv"
-needs_keys = pytest.mark.skipif(not KEYS_TSV.is_file(), reason="reference key list not present")
 UNUSED_FPN = (
     "backbone.layer3_outconv.",
     "backbone.layer3_outconv2.",
@@ -23,11 +21,11 @@ UNUSED_FPN = (
 )
 
 
-def published_state() -> dict[str, torch.Tensor]:
-    """Random tensors with every name, shape and dtype of the published student."""
+def state_from_key_list(path) -> dict[str, torch.Tensor]:
+    """Random tensors with every name, shape and dtype of a key list (name, shape, dtype)."""
     generator = torch.Generator().manual_seed(1)
     state = {}
-    for line in KEYS_TSV.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip():
             continue
         name, shape, dtype = line.split("\t")
@@ -47,10 +45,9 @@ def assert_reproduces(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
         assert torch.equal(value, state[key]), key
 
 
-@needs_keys
 @pytest.mark.parametrize("container", ["published", "bare"])
 def test_published_student_loads_by_shape(tmp_path, container):
-    state = published_state()
+    state = state_from_key_list(PUBLISHED_STUDENT_KEYS)
     content = (
         state
         if container == "bare"
@@ -73,22 +70,40 @@ def test_published_student_loads_by_shape(tmp_path, container):
     assert len(loaded.ignored_keys) + len(loaded.model.state_dict()) == len(state)
 
 
-def test_outdoor_ds_like_checkpoint_loads(tmp_path):
-    torch.manual_seed(3)
-    state = CoarseLoFTR(get_preset("loftr_outdoor")).state_dict()
-    content = {f"matcher.{k}": v for k, v in state.items()}
-    fine = {
-        "matcher.loftr_fine.layers.0.q_proj.weight": torch.randn(128, 128),
-        "matcher.fine_preprocess.down_proj.weight": torch.randn(128, 256),
-        "matcher.backbone.layer1_outconv.weight": torch.randn(196, 128, 1, 1),
-        "matcher.backbone.layer2_outconv2.0.weight": torch.randn(196, 196, 3, 3),
-    }
+def test_outdoor_ds_checkpoint_loads(tmp_path):
+    """Every tensor of LoFTR's outdoor_ds.ckpt (names and shapes from kornia's LoFTR, not
+    from our model): the coarse level loads, the fine level is ignored and named."""
+    content = state_from_key_list(LOFTR_OUTDOOR_KEYS)
     path = tmp_path / "outdoor_ds.ckpt"
-    torch.save({"state_dict": {**content, **fine}}, path)
+    torch.save({"epoch": 29, "global_step": 1, "state_dict": content}, path)
     loaded = read_checkpoint(path)
     assert (loaded.source_format, loaded.config.name) == ("lightning", "loftr_outdoor")
-    assert sorted(loaded.ignored_keys) == sorted(k[len("matcher.") :] for k in fine)
+    fine_only = ("loftr_fine.", "fine_preprocess.", "backbone.layer1_outconv", "backbone.layer2_outconv")
+    assert loaded.ignored_keys and all(k.startswith(fine_only) for k in loaded.ignored_keys)
+    state = {k[len("matcher.") :]: v for k, v in content.items()}
     assert_reproduces(loaded.model, state)
+    # Only the fine level is left out: every coarse tensor of the file is used.
+    assert set(loaded.model.state_dict()) | set(loaded.ignored_keys) == set(state)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["LoFTR_teacher.pt", "LoFTR_no_teacher.pt"])
+def test_the_real_published_checkpoints_load_and_match(name):
+    """The published Coarse_LoFTR_TRT files themselves (../shared/reference): recognised
+    by shape, loaded strictly, and their dual softmax gives finite, normalised scores."""
+    loaded = read_checkpoint(PUBLISHED_CHECKPOINTS / name)
+    assert (loaded.source_format, loaded.config.name) == ("coarse_loftr_trt", "coarse_loftr_trt")
+    file_keys = {line.split("\t")[0] for line in PUBLISHED_STUDENT_KEYS.read_text().splitlines() if line}
+    assert set(loaded.model.state_dict()) | set(loaded.ignored_keys) == file_keys
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 480, 640)
+    with torch.no_grad():
+        output = loaded.model.eval()(image, image)
+    assert output.grid_hw == (30, 40)  # the 1/16 grid of a 640x480 input
+    conf = output.conf_matrix[0]
+    assert torch.isfinite(conf).all() and conf.min() >= 0
+    # A dual softmax: no row and no column sums to more than one.
+    assert conf.sum(dim=1).max() <= 1 + 1e-4 and conf.sum(dim=0).max() <= 1 + 1e-4
 
 
 def test_project_checkpoint_keeps_its_config(tmp_path):
@@ -101,18 +116,16 @@ def test_project_checkpoint_keeps_its_config(tmp_path):
     assert_reproduces(loaded_model, model.state_dict())
 
 
-@needs_keys
 def test_dropped_key_is_named(tmp_path):
-    state = published_state()
+    state = state_from_key_list(PUBLISHED_STUDENT_KEYS)
     del state["loftr_coarse.layers.2.k_proj.weight"]
     torch.save(state, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match=r"missing: loftr_coarse\.layers\.2\.k_proj\.weight"):
         load_checkpoint(tmp_path / "broken.pt")
 
 
-@needs_keys
 def test_changed_shape_is_named(tmp_path):
-    state = published_state()
+    state = state_from_key_list(PUBLISHED_STUDENT_KEYS)
     state["loftr_coarse.layers.1.mlp.0.weight"] = torch.zeros(64, 63)
     torch.save(
         {"epoch": 1, "model_state_dict": state, "optimizer_state_dict": {}, "scaler_state_dict": {}},

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixture_data import EVAL_DEV_MANIFEST, MANIFEST, PAIRS
 
 from coarse_loftr.commands import main
 from coarse_loftr.commands.evaluate import parse_compare, parse_ransac
@@ -26,11 +27,6 @@ from coarse_loftr.training.evaluation import (
     load_manifest,
 )
 from coarse_loftr.training.evaluation.runner import Fit, PairRecord, finish
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EVAL_DEV = SHARED / "data" / "eval-dev" / "manifest.json"
-TRAIN_IMAGES = SHARED / "data" / "train-images"
-
 
 # --- metrics --------------------------------------------------------------------------
 
@@ -122,17 +118,18 @@ def test_compare_option_forms(tmp_path):
 # --- real pairs -------------------------------------------------------------------------
 
 
-def test_manifest_breakdown_labels():
-    pairs = load_manifest(EVAL_DEV)
+@pytest.mark.shared_data
+def test_eval_dev_manifest_breakdown_labels():
+    pairs = load_manifest(EVAL_DEV_MANIFEST)
     assert len(pairs) == 124
     assert {p.labels["group"] for p in pairs} == {"generated", "real_gt", "package_gt"}
     assert {p.labels["difficulty"] for p in pairs} == {"easy", "medium", "hard"}
     assert all(p.homography.shape == (3, 3) for p in pairs)
-    assert len(load_manifest(EVAL_DEV, limit=3)) == 3
+    assert len(load_manifest(EVAL_DEV_MANIFEST, limit=3)) == 3
 
 
 def test_sift_peer_is_accurate_on_real_eval_pairs():
-    pairs = [p for p in load_manifest(EVAL_DEV) if p.id in ("0002", "0041", "0121")]
+    pairs = [p for p in load_manifest(MANIFEST) if p.id in ("0002", "0041", "0121")]
     (result,) = evaluate(pairs, [OpenCVFeatures("sift")], [3.0])
     errors = dict(zip((r.pair_id for r in result.records), result.errors()))
     assert errors["0002"] < 1.0 and errors["0041"] < 1.0  # generated: exact ground truth
@@ -161,9 +158,9 @@ def test_manifest_errors_are_clear(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory) -> Path:
-    """Two pairs warped from one train image by known homographies (b = a warped by H)."""
+    """Two pairs warped from one photo by known homographies (b = a warped by H)."""
     folder = tmp_path_factory.mktemp("tiny_eval")
-    photo = cv2.imread(str(sorted(TRAIN_IMAGES.glob("*_crop.jpg"))[0]), cv2.IMREAD_COLOR)
+    photo = cv2.imread(str(PAIRS / "0002_a.jpg"), cv2.IMREAD_COLOR)
     image_a = np.ascontiguousarray(photo[100:340, 200:520])  # 320x240
     cv2.imwrite(str(folder / "a.png"), image_a)
     homographies = {

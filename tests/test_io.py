@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from fixture_data import PAIRS
 from PIL import Image
 
 from coarse_loftr.inference.io import (
@@ -20,8 +20,6 @@ from coarse_loftr.inference.io import (
     decode_image,
     read_image,
 )
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def encode(image: np.ndarray, ext: str) -> bytes:
@@ -71,9 +69,7 @@ def _webp_lossless(image: np.ndarray) -> bytes:
 
 
 def test_jpeg_matches_cv2_imread(tmp_path):
-    path = DATA / "eval-dev" / "pairs" / "0001_a.jpg"
-    if not path.is_file():
-        pytest.skip("shared eval-dev data not present")
+    path = PAIRS / "0001_a.jpg"
     np.testing.assert_array_equal(read_image(path), cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
 
 

@@ -12,21 +12,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixture_data import PAIRS
 
 from coarse_loftr.inference import Matcher, MatchResult, estimate_homography
 from coarse_loftr.inference.io import read_image
 from coarse_loftr.inference.weights import WeightsError, resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS = ROOT.parent / "shared" / "data" / "eval-dev" / "pairs"
 
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[Path, Path]:
-    a, b = PAIRS / "0001_a.jpg", PAIRS / "0001_b.jpg"
-    if not (a.is_file() and b.is_file()):
-        pytest.skip("shared eval-dev pairs not present")
-    return a, b
+    return PAIRS / "0001_a.jpg", PAIRS / "0001_b.jpg"
 
 
 @pytest.fixture(scope="module")

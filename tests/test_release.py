@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import SHARED
+from fixture_data import PAIRS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +79,7 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     from coarse_loftr.inference import Matcher
     from coarse_loftr.inference.io import read_image
 
-    image = read_image(SHARED / "data" / "eval-dev" / "pairs" / "0001_a.jpg")  # 640x480
+    image = read_image(PAIRS / "0001_a.jpg")  # 640x480
     for size, matcher in (
         ((160, 120), Matcher(weights=out, role="live")),
         ((320, 240), Matcher(weights=out)),

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fixture_data import EVAL_DEV_MANIFEST, MANIFEST
 
 from coarse_loftr.inference import Matcher, estimate_homography
 from coarse_loftr.inference.weights import WeightsError, resolve_weights
 from coarse_loftr.training.evaluation.metrics import corner_error
 from coarse_loftr.training.evaluation.pairs import load_manifest
-from tests.conftest import SHARED
-
-MANIFEST = SHARED / "data" / "eval-dev" / "manifest.json"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +36,16 @@ def test_the_live_model_is_the_live_video_size(matcher):
     assert width * height <= matcher.input_size[0] * matcher.input_size[1]
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="needs ../shared/data/eval-dev")
-def test_refinement_lowers_the_corner_error(matcher):
-    pairs = [p for p in load_manifest(MANIFEST) if p.labels.get("difficulty") == "easy"][:12]
+@pytest.mark.parametrize(
+    ("manifest", "difficulties"),
+    [
+        pytest.param(MANIFEST, ("easy", "medium"), id="fixture-pairs"),
+        pytest.param(EVAL_DEV_MANIFEST, ("easy",), id="eval-dev", marks=pytest.mark.shared_data),
+    ],
+)
+def test_refinement_lowers_the_corner_error(matcher, manifest, difficulties):
+    pairs = [p for p in load_manifest(manifest) if p.labels.get("difficulty") in difficulties][:12]
+    assert len(pairs) >= 3
     errors = {True: [], False: []}
     for pair in pairs:
         image0, image1 = pair.load()
