@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     geometry = estimate_homography(result, threshold_px=args.ransac_threshold)
 
     if args.out is not None:
-        text = f"{len(result)} matches, {geometry.num_inliers} inliers, {result.timings_ms['total']:.0f} ms"
+        # The caption counts matches and inliers itself.
+        text = f"{result.timings_ms['total']:.0f} ms, {matcher.describe()}"
         _write(
             args.out,
             draw_matches(

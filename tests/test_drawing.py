@@ -85,7 +85,7 @@ def test_extreme_aspect_ratios_are_letterboxed_on_a_bounded_canvas(size0, size1)
     x, y = layout.offsets[0]
     w, h = layout.drawn[0]
     assert (canvas[y : y + h, x : x + w] != 32).all(axis=2).any()  # image0 is drawn there
-    assert (canvas[: max(0, y - 1), x : x + w] == 32).all()  # letterbox above it
+    assert (canvas[: max(0, y - 10), x : x + w] == 32).all()  # letterbox above it
     # The keypoint dots sit at the mapped centres.
     for which, points in ((0, kpts0), (1, kpts1)):
         cx, cy = np.rint(layout.to_canvas(which, points)[0]).astype(int)
@@ -95,7 +95,7 @@ def test_extreme_aspect_ratios_are_letterboxed_on_a_bounded_canvas(size0, size1)
 def test_max_side_shrinks_large_pairs():
     big = np.zeros((3000, 4000), np.uint8)
     canvas = draw_matches(big, big, *NONE, max_side=1000)
-    assert canvas.shape == (250, 1000, 3)
+    assert canvas.shape == (375, 1000, 3)  # two 4000x3000 side by side, shrunk 8x
 
 
 def test_even_sample_spreads_over_the_image():
@@ -131,7 +131,7 @@ def test_at_most_max_lines_are_drawn():
 
 
 def test_colours_follow_position_and_outliers_are_red():
-    black = np.zeros((40, 200, 3), np.uint8)
+    black = np.zeros((60, 200, 3), np.uint8)
     points = np.array([[5.0, 10.0], [195.0, 10.0]])
     canvas = draw_matches(black, black, points, points, np.ones(2), style="points", caption=False)
     left, right = canvas[10, 5].astype(int), canvas[10, 195].astype(int)
@@ -153,7 +153,7 @@ def test_styles_lines_points_both():
     both = draw_matches(*args, style="both", caption=False)
     middle = 100  # canvas column halfway along the line
     assert lines[30, middle].sum() > 0 and points[30, middle].sum() == 0 and both[30, middle].sum() > 0
-    assert points[27, 10].sum() > 0 and lines[27, 10].sum() == 0  # a dot is wider than a line
+    assert points[29, 10].sum() > 0 and lines[29, 10].sum() == 0  # a dot is wider than a line
     with pytest.raises(ValueError, match="style"):
         draw_matches(*args, style="arrows")
 
