@@ -18,8 +18,10 @@ from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
 
 from .errors import ApiError, responses
 from .schemas import (
+    DrawStyle,
     HealthResponse,
     ImageSize,
+    Include,
     InfoResponse,
     MatchResponse,
     OutputFormat,
@@ -46,6 +48,8 @@ class MatchOptions:
     ransac: RansacMethod
     ransac_threshold: float
     png: bool
+    include: frozenset[Include]
+    draw: DrawStyle
 
 
 def match_options(
@@ -59,10 +63,33 @@ def match_options(
         float, Query(gt=0.0, le=100.0, description="inlier threshold, pixels of b")
     ] = RegistrationConfig.threshold_px,
     format: Annotated[OutputFormat | None, Query(description="json (default) or png")] = None,
+    include: Annotated[
+        str | None,
+        Query(
+            description="comma-separated images to add to the JSON as base64 PNG, from the same model "
+            "run: overlay (a | b, matches drawn), warp (a warped onto b, blended); e.g. overlay,warp"
+        ),
+    ] = None,
+    draw: Annotated[DrawStyle, Query(description="overlay: lines, points or both")] = DrawStyle.both,
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> MatchOptions:
     png = format == OutputFormat.png or (format is None and _prefers_png(accept))
-    return MatchOptions(threshold, max_matches, refine, ransac, ransac_threshold, png)
+    return MatchOptions(
+        threshold, max_matches, refine, ransac, ransac_threshold, png, _includes(include), draw
+    )
+
+
+def _includes(text: str | None) -> frozenset[Include]:
+    names = {part.strip() for part in (text or "").split(",") if part.strip()}
+    known = {item.value for item in Include}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"include: unknown {', '.join(unknown)}; choose from {', '.join(sorted(known))}",
+        )
+    return frozenset(Include(name) for name in names)
 
 
 def _prefers_png(accept: str | None) -> bool:
@@ -122,6 +149,10 @@ def _png(image: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def _base64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
@@ -146,7 +177,8 @@ async def match(
     options: Annotated[MatchOptions, Depends(match_options)],
     service: Annotated[Service, Depends(get_service)],
 ):
-    """Match two images. JSON by default; `format=png` answers the side-by-side overlay."""
+    """Match two images. JSON by default, with `include=overlay,warp` the pictures too (one
+    model run for everything); `format=png` answers the side-by-side overlay alone."""
     run = await _decode_and_match(service, a, b, options)
     image0, image1, result = run.image0, run.image1, run.result
 
@@ -156,21 +188,33 @@ async def match(
             geometry = estimate_homography(result, threshold_px=options.ransac_threshold)
         elif options.ransac == RansacMethod.fundamental:
             geometry = estimate_fundamental(result, threshold_px=options.ransac_threshold)
-        inliers = None if geometry is None else geometry.inliers
-        image = (
-            _png(
+        homography = None
+        if options.ransac == RansacMethod.homography:
+            homography = geometry.matrix
+        elif Include.warp in options.include:  # the picture needs a homography of its own
+            homography = estimate_homography(result, threshold_px=options.ransac_threshold).matrix
+        overlay = warp = None
+        if options.png or Include.overlay in options.include:
+            overlay = _png(
                 draw_matches(
-                    image0, image1, result.keypoints0, result.keypoints1, result.confidence, inliers=inliers
+                    image0,
+                    image1,
+                    result.keypoints0,
+                    result.keypoints1,
+                    result.confidence,
+                    inliers=None if geometry is None else geometry.inliers,
+                    style=options.draw.value,
+                    homography=homography,
+                    outline=options.ransac == RansacMethod.homography,
                 )
             )
-            if options.png
-            else None
-        )
-        return geometry, image
+        if Include.warp in options.include and homography is not None:
+            warp = _png(warp_blend(image0, image1, homography))
+        return geometry, overlay, warp
 
-    geometry, image = await asyncio.to_thread(postprocess)
-    if image is not None:
-        return Response(image, media_type="image/png")
+    geometry, overlay, warp = await asyncio.to_thread(postprocess)
+    if options.png:
+        return Response(overlay, media_type="image/png")
     return MatchResponse(
         num_matches=len(result.confidence),
         keypoints0=result.keypoints0.tolist(),
@@ -181,6 +225,8 @@ async def match(
         homography=_matrix(geometry),
         inliers=None if geometry is None else np.asarray(geometry.inliers, bool).tolist(),
         num_inliers=None if geometry is None else int(geometry.num_inliers),
+        overlay_png=_base64(overlay),
+        warp_png=_base64(warp),
         timings_ms=run.timings(),
         model=result.model,
         backend=result.backend,
@@ -225,7 +271,7 @@ async def register(
         num_inliers=int(geometry.num_inliers),
         image_size0=_size(image0),
         image_size1=_size(image1),
-        overlay_png=None if overlay is None else base64.b64encode(overlay).decode("ascii"),
+        overlay_png=_base64(overlay),
         timings_ms=run.timings(),
         model=result.model,
         backend=result.backend,

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from coarse_loftr.inference.drawing import STYLES
+
 Point = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) in pixels")]
 Matrix3x3 = Annotated[
     list[Annotated[list[float], Field(min_length=3, max_length=3)]], Field(min_length=3, max_length=3)
@@ -22,6 +24,17 @@ class RansacMethod(str, Enum):
 class OutputFormat(str, Enum):
     json = "json"
     png = "png"
+
+
+#: How matches are drawn on overlays: lines, keypoint dots or both (values of `drawing.STYLES`).
+DrawStyle = Enum("DrawStyle", {style: style for style in STYLES}, type=str)
+
+
+class Include(str, Enum):
+    """Images `/match` can add to its JSON answer (base64 PNG fields), from the same model run."""
+
+    overlay = "overlay"
+    warp = "warp"
 
 
 class ImageSize(BaseModel):
@@ -55,6 +68,14 @@ class MatchResponse(BaseModel):
     )
     inliers: list[bool] | None = Field(None, description="per match, when RANSAC ran")
     num_inliers: int | None = None
+    overlay_png: str | None = Field(
+        None, description="base64 PNG of a | b with the matches drawn (include=overlay); null otherwise"
+    )
+    warp_png: str | None = Field(
+        None,
+        description="base64 PNG of a warped onto b by a homography and blended (include=warp; the "
+        "ransac=homography one, else one fitted for the picture); null when not asked or none was found",
+    )
     timings_ms: Timings
     model: str
     backend: str

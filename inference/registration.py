@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from .config import RegistrationConfig, with_overrides
+from .drawing import MAX_CANVAS_SIDE
 from .preprocess import to_bgr8
 
 
@@ -87,13 +88,24 @@ def estimate_fundamental(
     return _estimate(matches, config, "fundamental", overrides)
 
 
-def warp_blend(image0: np.ndarray, image1: np.ndarray, homography: np.ndarray) -> np.ndarray:
+def warp_blend(
+    image0: np.ndarray, image1: np.ndarray, homography: np.ndarray, max_side: int = MAX_CANVAS_SIDE
+) -> np.ndarray:
     """image0 warped into image1's frame by `homography` (image0 -> image1) and blended
     50/50 with image1 where it lands; image1 alone elsewhere. Any decoded image kind
-    in, (H1, W1, 3) uint8 BGR out."""
+    in, (H1, W1, 3) uint8 BGR out, shrunk (aspect ratio kept) so that its longest side is
+    at most `max_side`: the picture's memory is bounded whatever was uploaded."""
+    matrix = np.asarray(homography, dtype=np.float64)
+    height, width = image1.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image1 = cv2.resize(image1, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / width, size[1] / height
+        # Pixel centres at integers: x' = (x + 0.5) * s - 0.5, composed after the homography.
+        matrix = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]]) @ matrix
     bgr0, bgr1 = to_bgr8(image0), to_bgr8(image1)
     size = (bgr1.shape[1], bgr1.shape[0])
-    matrix = np.asarray(homography, dtype=np.float64)
     warped = cv2.warpPerspective(bgr0, matrix, size, flags=cv2.INTER_LINEAR)
     coverage = cv2.warpPerspective(
         np.full(bgr0.shape[:2], 255, np.uint8), matrix, size, flags=cv2.INTER_NEAREST

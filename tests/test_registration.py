@@ -115,3 +115,15 @@ def test_warp_blend_any_image_kind():
     assert out.shape == (70, 80, 3) and out.dtype == np.uint8
     assert abs(int(out[10, 10, 0]) - (40000 >> 8) / 2) <= 1  # 50/50 with black
     assert (out[60, 70] == 0).all()  # outside the warp: image1 alone
+
+
+def test_warp_blend_is_shrunk_to_max_side_and_stays_aligned():
+    rng = np.random.default_rng(4)
+    image0 = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (9, 9), 0)
+    shift = np.array([[1.0, 0, 40], [0, 1.0, 20], [0, 0, 1]])
+    image1 = cv2.warpPerspective(image0, shift, (320, 240))
+    small = warp_blend(image0, image1, shift, max_side=160)
+    assert small.shape == (120, 160, 3)
+    # Still aligned: the blend equals image1 shrunk the same way.
+    expected = cv2.resize(image1, (160, 120), interpolation=cv2.INTER_AREA)
+    assert np.abs(small[20:, 30:].astype(int) - expected[20:, 30:].astype(int)).mean() < 3
