@@ -35,8 +35,9 @@ def to_gray_float(image: np.ndarray) -> np.ndarray:
         codes = {1: None, 3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}
         code = codes[image.shape[2]]
         image = image[:, :, 0] if code is None else cv2.cvtColor(image, code)
-    scale = 1.0 / (65535.0 if image.dtype == np.uint16 else 255.0)
-    return image.astype(np.float32) * np.float32(scale)
+    scale = np.float32(1.0 / (65535.0 if image.dtype == np.uint16 else 255.0))
+    # One float32 array, not a cast and then a product (a large image's memory peak).
+    return np.multiply(image, scale, dtype=np.float32)
 
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:
@@ -90,6 +91,17 @@ class Letterbox:
             & (points[:, 1] >= -0.5)
             & (points[:, 1] <= height - 0.5)
         )
+
+
+def unreduce(points: np.ndarray, factor: int) -> np.ndarray:
+    """(N, 2) x, y in pixels of an image decoded at 1/`factor` scale (JPEG DCT scaling,
+    `io.decode_image(..., factor=k)`) -> pixels of the full-resolution image (float32).
+
+    Reduced pixel i covers full pixels [k*i, k*i + k), whose centre is k*i + (k - 1)/2:
+    x_full = (x + 0.5) * k - 0.5, the same convention as `Letterbox.to_original`.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    return ((points + 0.5) * factor - 0.5).astype(np.float32)
 
 
 def fit_size(original_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[int, int]:

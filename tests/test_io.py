@@ -18,8 +18,11 @@ from coarse_loftr.inference.io import (
     ImageTooLarge,
     UnsupportedImageFormat,
     decode_image,
+    read_header,
     read_image,
+    reduction_for,
 )
+from coarse_loftr.inference.preprocess import unreduce
 
 
 def encode(image: np.ndarray, ext: str) -> bytes:
@@ -143,11 +146,69 @@ def test_png_bomb_refused_from_its_header():
     assert info.value.http_status == 413
 
 
-def test_max_pixels_is_ours_not_pillows():
+def test_size_limit_is_ours_not_pillows():
     data = encode(np.zeros((100, 100), np.uint8), ".png")
-    assert decode_image(data, max_pixels=10_000).shape == (100, 100)
+    assert decode_image(data, max_bytes=10_000).shape == (100, 100)
     with pytest.raises(ImageTooLarge, match="100x100"):
-        decode_image(data, max_pixels=9_999)
+        decode_image(data, max_bytes=9_999)
+
+
+@pytest.mark.parametrize(
+    "image,ext,bytes_per_pixel",
+    [
+        (np.zeros((30, 40), np.uint8), ".png", 1),
+        (np.zeros((30, 40, 3), np.uint8), ".png", 3),
+        (np.zeros((30, 40, 4), np.uint16), ".png", 8),  # 16-bit RGBA: 8 bytes a pixel
+        (np.zeros((30, 40, 3), np.uint16), ".png", 6),
+        (np.zeros((30, 40), np.uint16), ".png", 2),
+        (np.zeros((30, 40), np.uint16), ".tiff", 2),
+        (np.zeros((30, 40, 3), np.uint8), ".jpg", 3),
+    ],
+)
+def test_header_counts_decoded_bytes(image, ext, bytes_per_pixel):
+    """The limit is counted in the bytes the decoded array will take, from the header."""
+    data = encode(image, ext)
+    header = read_header(data)
+    assert header.decoded_bytes() == 30 * 40 * bytes_per_pixel == decode_image(data).nbytes
+    assert decode_image(data, max_bytes=header.decoded_bytes()).shape == image.shape[:2] + image.shape[2:]
+    with pytest.raises(ImageTooLarge):
+        decode_image(data, max_bytes=header.decoded_bytes() - 1)
+
+
+def _dot_jpeg(width: int, height: int, centre: tuple[float, float]) -> bytes:
+    yy, xx = np.mgrid[0:height, 0:width]
+    blob = 220 * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 6.0**2))
+    return encode(cv2.merge([blob.astype(np.uint8)] * 3), ".jpg")
+
+
+def _centroid(image: np.ndarray) -> np.ndarray:
+    gray = (image if image.ndim == 2 else image[..., 1]).astype(np.float64)
+    gray[gray < 20] = 0
+    yy, xx = np.mgrid[0 : gray.shape[0], 0 : gray.shape[1]]
+    return np.array([[(gray * xx).sum() / gray.sum(), (gray * yy).sum() / gray.sum()]])
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_reduced_jpeg_decode_maps_back_to_full_pixels(factor):
+    """A JPEG decoded at 1/k in the DCT: a point found in the reduced image, mapped by
+    `unreduce`, lands where the full decode has it (pixel centres at integers); the naive
+    x * k would be off by (k - 1) / 2 pixels."""
+    data = _dot_jpeg(1283, 962, (701.3, 455.8))
+    full = _centroid(decode_image(data))
+    reduced_image = decode_image(data, factor=factor)
+    assert reduced_image.shape[:2] == (-(-962 // factor), -(-1283 // factor))
+    reduced = _centroid(reduced_image)
+    np.testing.assert_allclose(unreduce(reduced, factor), full, atol=0.45)
+    assert np.abs(reduced * factor - full).max() > (factor - 1) / 2 - 0.45
+
+
+def test_reduction_is_chosen_from_the_size_the_model_needs():
+    header = read_header(_dot_jpeg(1283, 962, (600, 400)))
+    assert reduction_for(header, (320, 240)) == 4  # 321x241 still covers 320x240
+    assert reduction_for(header, (640, 480)) == 2
+    assert reduction_for(header, (1000, 800)) == 1
+    png_header = read_header(encode(np.zeros((962, 1283), np.uint8), ".png"))
+    assert reduction_for(png_header, (320, 240)) == 1  # only JPEG scales in the DCT
 
 
 def test_unsupported_depth():
