@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from coarse_loftr.inference.errors import CoarseLoftrError, InvalidInput  # noqa: F401 (main)
+from coarse_loftr.inference.errors import CoarseLoftrError, InvalidInput
 
 #: subcommand -> (module under `commands`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,11 +21,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plot-training": ("plot_training", "loss and validation curves of training runs (PNG)"),
     "release": ("release", "package a training checkpoint as the shipped weights"),
     "serve": ("serve", "start the web service"),
+    "match-pairs": ("match_pairs", "match an hloc pairs list into matches.h5 and a COLMAP database (Ray)"),
 }
 
 
 class CommandError(InvalidInput):
-    """An expected failure (missing file, bad option): printed as one line, exit 2."""
+    """A bad option or input found by a command: printed as one line, exit 2 (as every
+    `CoarseLoftrError` is)."""
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -63,11 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except CommandError as error:
-        print(f"coarse-loftr {name}: error: {error}", file=sys.stderr)
-        return 2
+    except CoarseLoftrError as error:
+        return _fail(name, str(error), error.exit_code)
+    except OSError as error:  # a path the user gave: missing, unreadable, not a folder
+        where = f": {error.filename}" if error.filename else ""
+        return _fail(name, f"{error.strerror or error}{where}", 2)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(command: str, message: str, exit_code: int) -> int:
+    """The one-line error contract: no traceback, the message on one line."""
+    line = " ".join(message.split())
+    print(f"coarse-loftr {command}: error: {line}", file=sys.stderr)
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from coarse_loftr.commands import CommandError, size_arg
 from coarse_loftr.inference.config import PRESETS
+from coarse_loftr.inference.graph import DEFAULT_OPSET
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model input size in pixels (default 640x480)",
     )
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
     parser.add_argument(
         "--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check"
     )

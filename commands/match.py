@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from coarse_loftr.commands import CommandError, size_arg
+from coarse_loftr.inference.backends import KINDS
 from coarse_loftr.inference.backends.base import BackendUnavailable
 from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
 from coarse_loftr.inference.drawing import draw_matches
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="an .onnx model or a folder with manifest.json (default: shipped)",
     )
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    parser.add_argument("--backend", default="auto", choices=KINDS)
     parser.add_argument(
         "--size",
         type=size_arg,

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph import INPUT_NAMES, OUTPUT_NAMES
 from ._inputs import check_pair
 from .base import Backend, BackendOutput, BackendUnavailable, ModelInfo
-
-OUTPUT_NAMES = ("conf_max", "match_index", "offset1")
-INPUT_NAMES = ("image0", "image1")
 
 
 class OnnxRuntimeBackend(Backend):

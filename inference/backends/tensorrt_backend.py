@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph import INPUT_NAMES, OUTPUT_NAMES, needs_fp32
 from ._inputs import check_pair
 from .base import Backend, BackendOutput, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_MB = 1024
-INPUT_NAMES = ("image0", "image1")
-OUTPUT_NAMES = ("conf_max", "match_index", "offset1")
+#: Engines are FP16 unless asked otherwise (build-engine and the backend agree, so an
+#: engine built with the defaults is the one the backend looks up in the cache).
+DEFAULT_FP16 = True
 
 
 def tensorrt_status(device_id: int = 0) -> str | None:
@@ -102,7 +104,7 @@ class _DeviceContext:
 
 def build_engine(
     onnx_path: str | Path,
-    fp16: bool = True,
+    fp16: bool = DEFAULT_FP16,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     out: str | Path | None = None,
     device_id: int = 0,
@@ -153,11 +155,41 @@ def _build(trt, onnx_bytes: bytes, fp16: bool, workspace_mb: int) -> bytes:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+        _keep_matching_in_fp32(trt, network, config)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ValueError("TensorRT failed to build the engine (see its log above)")
     return bytes(serialized)
+
+
+def _keep_matching_in_fp32(trt, network, config) -> None:
+    """FP16 everywhere except the coarse matching (`inference.graph.FP32_SCOPES`).
+
+    TensorRT 10's weakly typed API: the FP16 flag lets the builder pick FP16 kernels,
+    and OBEY_PRECISION_CONSTRAINTS makes it honour each listed layer's FP32 precision and
+    output types. TensorRT 11 removes both (networks are strongly typed): there the
+    precision comes from the ONNX graph itself, see the README.
+    """
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    floats = (trt.float32, trt.float16)
+    kept = 0
+    for name in needs_fp32(layers):
+        layer = layers[name]
+        outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floats]
+        if not outputs:
+            continue  # integer results (ArgMax indices, shapes) have no precision to keep
+        layer.precision = trt.float32
+        for j in outputs:
+            layer.set_output_type(j, trt.float32)
+        kept += 1
+    if kept == 0:
+        raise ValueError(
+            "no coarse-matching layers found to keep in FP32 (expected names with "
+            "/dual_softmax/): re-export the ONNX model with this version"
+        )
+    log.info("FP16 engine: %d matching layers kept in FP32", kept)
 
 
 class TensorRtBackend(Backend):
@@ -173,7 +205,7 @@ class TensorRtBackend(Backend):
         self,
         onnx_path: str | Path,
         engine_path: str | Path | None = None,
-        fp16: bool = True,
+        fp16: bool = DEFAULT_FP16,
         device_id: int = 0,
         workspace_mb: int = DEFAULT_WORKSPACE_MB,
     ) -> None:

@@ -21,9 +21,8 @@ from torch import nn
 from ..backends.base import ModelInfo
 from ..errors import CoarseLoftrError
 from ..flops import count_flops
-from ..model import INPUT_NAMES, OUTPUT_NAMES, CoarseLoFTR, PredictGraph
-
-DEFAULT_OPSET = 17
+from ..graph import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAMES
+from ..model import CoarseLoFTR, PredictGraph
 
 #: Ops this graph uses that TensorRT 10's ONNX parser supports (onnx-tensorrt
 #: docs/operators.md for 10.x). Anything else fails the export, so a graph change that

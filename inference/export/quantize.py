@@ -26,6 +26,7 @@ import onnx
 
 from ..backends.base import ModelInfo
 from ..errors import CoarseLoftrError
+from ..graph import INPUT_NAMES
 from ..preprocess import letterbox, to_gray_float
 
 MODES = ("static", "dynamic")
@@ -199,12 +200,12 @@ def calibration_pairs(
 
 class PairReader:
     """ONNX Runtime's CalibrationDataReader protocol over `calibration_pairs`: each
-    `get_next()` is one feed {"image0": ..., "image1": ...}, then None."""
+    `get_next()` is one feed {input name: image} per pair, then None."""
 
     def __init__(
         self,
         pairs: Iterator[tuple[np.ndarray, np.ndarray]],
-        input_names: tuple[str, str] = ("image0", "image1"),
+        input_names: tuple[str, str] = INPUT_NAMES,
     ) -> None:
         self._pairs = pairs
         self._names = input_names

@@ -1,5 +1,5 @@
 """The PyTorch model (needs the `train` extra). The runtime path never imports this."""
 
-from .net import INPUT_NAMES, OUTPUT_NAMES, CoarseLoFTR, CoarseOutput, PredictGraph
+from .net import CoarseLoFTR, CoarseOutput, PredictGraph
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "CoarseLoFTR", "CoarseOutput", "PredictGraph"]
+__all__ = ["CoarseLoFTR", "CoarseOutput", "PredictGraph"]

@@ -14,9 +14,34 @@ from .position_encoding import PositionEncodingSine
 from .refinement import FineHead, LocalRefiner, confidence_expectation
 from .transformer import LocalFeatureTransformer
 
-#: Names of the graph outputs every backend returns (see `CoarseLoFTR.predict`).
-OUTPUT_NAMES = ("conf_max", "match_index", "offset1")
-INPUT_NAMES = ("image0", "image1")
+
+class DualSoftmax(nn.Module):
+    """Similarity logits of two token sets and their dual-softmax confidence.
+
+    feat0 (B, N0, d), feat1 (B, N1, d) -> sim_matrix, conf_matrix (B, N0, N1). A module of
+    its own so that its ops carry the `/dual_softmax/` scope in exported graphs, which
+    FP16 TensorRT engines keep in FP32 (`inference.graph.FP32_SCOPES`).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, feat0: torch.Tensor, feat1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = feat0.shape[-1] ** 0.5
+        sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.temperature
+        return sim_matrix, sim_matrix.softmax(dim=1) * sim_matrix.softmax(dim=2)
+
+
+class MutualNearest(nn.Module):
+    """conf_matrix (B, N0, N1) -> conf_max (B, N0), 0 where image0's best image1 cell
+    does not pick it back, and match_index (B, N0) int64 (scope `/mutual_nearest/`)."""
+
+    def forward(self, conf_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        conf_max, match_index = conf_matrix.max(dim=2)
+        column_max = conf_matrix.max(dim=1).values  # (B, N1)
+        mutual = conf_max >= torch.gather(column_max, 1, match_index)
+        return conf_max * mutual.to(conf_max.dtype), match_index
 
 
 @dataclass
@@ -45,6 +70,8 @@ class CoarseLoFTR(nn.Module):
         self.backbone = ResNetBackbone(config)
         self.pos_encoding = PositionEncodingSine(config.d_model, config.pe_max_shape, config.pe_temp_bug_fix)
         self.loftr_coarse = LocalFeatureTransformer(config)
+        self.dual_softmax = DualSoftmax(config.temperature)
+        self.mutual_nearest = MutualNearest()
         self.fine_head = FineHead(config) if config.has_fine_head else None
         self.fine2_head = LocalRefiner(config) if config.has_fine2_head else None
 
@@ -56,9 +83,7 @@ class CoarseLoFTR(nn.Module):
         grid_hw = (coarse.shape[2], coarse.shape[3])
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
-        scale = feat0.shape[-1] ** 0.5
-        sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.config.temperature
-        conf_matrix = sim_matrix.softmax(dim=1) * sim_matrix.softmax(dim=2)
+        sim_matrix, conf_matrix = self.dual_softmax(feat0, feat1)
         fine0 = fine1 = fine2_0 = fine2_1 = None
         if self.fine_head is not None and fine is not None:
             fine = self.fine_head.features(fine)
@@ -89,10 +114,7 @@ class CoarseLoFTR(nn.Module):
         """
         out = self.forward(image0, image1)
         conf = out.conf_matrix
-        conf_max, match_index = conf.max(dim=2)
-        column_max = conf.max(dim=1).values  # (B, N1)
-        mutual = conf_max >= torch.gather(column_max, 1, match_index)
-        conf_max = conf_max * mutual.to(conf_max.dtype)
+        conf_max, match_index = self.mutual_nearest(conf)
         if self.fine_head is not None and out.fine0 is not None:
             offset1, _ = self.fine_head(out.fine0, out.fine1, match_index, out.grid_hw)
             if self.fine2_head is not None and out.fine2_0 is not None:
