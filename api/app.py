@@ -1,10 +1,13 @@
 """The application factory: `create_app(settings)` -> FastAPI app.
 
-The matchers load once, in the lifespan, and their worker thread stops with the app.
+The matchers load once, in the lifespan, and their worker thread stops with the app;
+or the app talks to matchers elsewhere through an `Engine` (`engine_factory`: Ray Serve
+replicas, `api/ray_serve.py`), with the same routes, limits and errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
@@ -17,10 +20,10 @@ from coarse_loftr.inference.paths import STATIC_DIR, TEMPLATES_DIR
 from coarse_loftr.inference.weights import resolve_weights
 
 from . import routes, websocket
+from .engine import Engine, LocalEngine, ReplicaHeader
 from .errors import error_response, install_error_handlers
 from .service import Service
 from .settings import ServiceSettings
-from .worker import InferenceWorker
 
 
 def _version() -> str:
@@ -64,24 +67,29 @@ def create_app(
     settings: ServiceSettings | None = None,
     matcher: Matcher | None = None,
     live_matcher: Matcher | None = None,
+    engine_factory: Callable[[], Awaitable[Engine]] | None = None,
 ) -> FastAPI:
     """settings: limits and model options (default: from COARSE_LOFTR_* variables);
     matcher / live_matcher: already loaded matchers to serve (uploads / stream) instead of
-    loading them; the stream uses `matcher` when only that one is given."""
+    loading them; the stream uses `matcher` when only that one is given; engine_factory:
+    builds, in the lifespan, the engine to match with instead of matchers in this process."""
     settings = settings or ServiceSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if matcher is None:
-            uploads, live = load_matchers(settings)
+        if engine_factory is not None:
+            engine = await engine_factory()
         else:
-            uploads, live = matcher, live_matcher or matcher
-        worker = InferenceWorker(settings.queue_size)
-        app.state.service = Service(settings, uploads, live, worker)
+            if matcher is None:
+                uploads, live = load_matchers(settings)
+            else:
+                uploads, live = matcher, live_matcher or matcher
+            engine = LocalEngine(uploads, live, settings.queue_size)
+        app.state.service = Service(settings, engine)
         try:
             yield
         finally:
-            worker.close()
+            await engine.close()
 
     app = FastAPI(
         title="coarse-loftr",
@@ -97,4 +105,5 @@ def create_app(
     app.include_router(websocket.router)
     # Two images plus the multipart framing.
     app.add_middleware(BodyLimit, max_bytes=2 * settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(ReplicaHeader)
     return app

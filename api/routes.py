@@ -297,6 +297,7 @@ async def info(request: Request, service: Annotated[Service, Depends(get_service
         version=request.app.version,
         max_upload_bytes=service.settings.max_upload_bytes,
         max_pixels=service.settings.max_pixels,
+        replicas=await service.engine.replicas(),
     )
 
 

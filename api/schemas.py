@@ -110,6 +110,10 @@ class InfoResponse(BaseModel):
     version: str
     max_upload_bytes: int
     max_pixels: int
+    replicas: list[str] = Field(
+        description="replicas that match requests (the X-Replica values): 'local' in one process, "
+        "the Ray Serve replica ids with `serve --ray`"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -1,27 +1,26 @@
-"""What the routes and the WebSocket share: the loaded matchers (one for uploads, one for
-the live stream; often the same object), their worker, the limits, and the steps of a
-request, each run off the event loop.
+"""What the routes and the WebSocket share: the engine that runs the matchers (one model
+for uploads, one for the live stream; often the same object), the limits, and the steps
+of a request, each run off the event loop.
 
 Decoding and drawing run on the default thread pool (they release the GIL inside
-OpenCV, so they overlap with inference); only backend calls go through the single
-inference worker.
+OpenCV, so they overlap with inference); only backend calls go through the engine
+(`api.engine`: a worker thread in this process, or Ray Serve replicas).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from coarse_loftr.inference import Matcher
+from coarse_loftr.inference.errors import ResourceBusy
 from coarse_loftr.inference.io import ImageError, ImageTooLarge, UnsupportedImageFormat, decode_image
 
+from .engine import Engine, ModelCard, note_replica
 from .errors import ApiError
 from .settings import ServiceSettings
-from .worker import InferenceWorker, WorkerBusy
 
 _IMAGE_ERROR_CODES = {ImageTooLarge: "image_too_large", UnsupportedImageFormat: "unsupported_image"}
 
@@ -29,13 +28,21 @@ _IMAGE_ERROR_CODES = {ImageTooLarge: "image_too_large", UnsupportedImageFormat: 
 @dataclass
 class Service:
     settings: ServiceSettings
-    matcher: Matcher  # /match and /register
-    live_matcher: Matcher  # the WebSocket stream
-    worker: InferenceWorker
+    engine: Engine
+
+    @property
+    def matcher(self) -> ModelCard:
+        """The model of /match and /register."""
+        return self.engine.model
+
+    @property
+    def live_matcher(self) -> ModelCard:
+        """The model of the WebSocket stream."""
+        return self.engine.live_model
 
     @property
     def backend_name(self) -> str:
-        return self.matcher.backend.describe()
+        return self.engine.backend_name
 
     def check_size(self, name: str, size: int) -> None:
         """413 for an image over the byte limit; 422 for an empty one."""
@@ -62,23 +69,16 @@ class Service:
     async def match(
         self, image0: np.ndarray, image1: np.ndarray, live: bool = False, **options: Any
     ) -> tuple[Any, float]:
-        """`Matcher.match` of the uploads (or, with `live`, the stream's) matcher on the
-        worker thread. Returns (MatchResult, milliseconds the call took on the worker,
-        queueing excluded). 503 when the queue is full."""
-        matcher = self.live_matcher if live else self.matcher
+        """`Matcher.match` of the uploads (or, with `live`, the stream's) model, run by
+        the engine. Returns (MatchResult, milliseconds the call itself took, queueing
+        excluded) and notes the replica for the `X-Replica` header. 503 when the engine
+        cannot take more work."""
         try:
-            future = self.worker.submit(_timed, matcher.match, image0, image1, **options)
-        except WorkerBusy:
+            matched = await self.engine.match(image0, image1, live=live, **options)
+        except ResourceBusy as error:
+            detail = "the server is busy; retry shortly" if error.code == "busy" else str(error)
             raise ApiError(
-                503,
-                "busy",
-                "the server is busy; retry shortly",
-                {"Retry-After": str(self.settings.retry_after_s)},
+                503, error.code, detail, {"Retry-After": str(self.settings.retry_after_s)}
             ) from None
-        return await future
-
-
-def _timed(fn, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, (time.perf_counter() - start) * 1000.0
+        note_replica(matched.replica)
+        return matched.result, matched.inference_ms

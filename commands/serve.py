@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from . import CommandError, size_arg
+from .serve_ray import add_ray_arguments, run_on_ray
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
+    add_ray_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_weights(settings.weights, settings.live_size, role="live")
     except WeightsError as error:
         raise CommandError(f"{error} (pass --weights PATH.onnx)") from None
+    if args.ray:
+        return run_on_ray(args, settings)
     app = create_app(settings)
     # uvicorn closes a connection on a message over ws_max_size; leave room above the
     # service's own limit so that an oversized frame gets a clear error message instead.

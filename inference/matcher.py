@@ -77,6 +77,16 @@ class Matcher:
             )
         self.config = match or MatchConfig()
 
+    def close(self) -> None:
+        """Free the backend (sessions, GPU memory); `match` fails afterwards."""
+        self.backend.close()
+
+    def __enter__(self) -> Matcher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) of the model input in pixels."""

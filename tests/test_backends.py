@@ -123,3 +123,16 @@ def test_runtime_modules_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_closed_matcher_frees_its_backend_and_says_so(student):
+    from coarse_loftr.inference import Matcher
+    from coarse_loftr.inference.backends.base import BackendUnavailable
+
+    image = np.full((240, 320), 128, np.uint8)
+    with Matcher(student[0], backend="onnxruntime", num_threads=1) as matcher:
+        matcher.match(image, image)
+    assert matcher.backend.session is None
+    with pytest.raises(BackendUnavailable, match="closed"):
+        matcher.match(image, image)
+    matcher.close()  # idempotent

@@ -100,3 +100,7 @@ class Backend(ABC):
     def describe(self) -> str:
         """One line for logs and /info, e.g. 'onnxruntime (CPUExecutionProvider, 2 threads)'."""
         return self.name
+
+    def close(self) -> None:  # noqa: B027 (a no-op unless a runtime holds something)
+        """Free what the runtime holds (device memory, sessions); `run` fails afterwards.
+        Idempotent."""

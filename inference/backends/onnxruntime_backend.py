@@ -81,8 +81,14 @@ class OnnxRuntimeBackend(Backend):
         if missing:
             raise ValueError(f"{path}: not a matching graph, outputs {', '.join(missing)} are missing")
 
+    def close(self) -> None:
+        # Dropping the session frees its arena; a later run gets a clear error.
+        self.session = None
+
     def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
         image0, image1 = check_pair(self.info, image0, image1)
+        if self.session is None:
+            raise BackendUnavailable("this ONNX Runtime backend was closed")
         conf_max, match_index, offset1 = self.session.run(
             list(OUTPUT_NAMES), {INPUT_NAMES[0]: image0, INPUT_NAMES[1]: image1}
         )
