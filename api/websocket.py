@@ -2,11 +2,14 @@
 
 Protocol. The client sends frames as binary messages (JPEG or WebP) and control
 messages as JSON text: `{"type": "set_reference"}`, `clear_reference`, `pause`,
-`resume`, and `{"type": "settings", "threshold": 0.2, "max_matches": 500, "size": 640}`
-(`size`: the longest side, in pixels, that frames are shrunk to before matching).
+`resume`, and `{"type": "settings", "threshold": 0.2, "max_matches": 500, "size": 640,
+"lines": true, "points": true, "outline": true}` (`size`: the longest side, in pixels, that
+frames are shrunk to before matching; `lines`, `points`, `outline`: what the overlay draws).
 The server answers each processed frame with a JSON `result` message as soon as the
-matcher is done, then with one binary message, the JPEG overlay (reference | frame,
-matches and FPS drawn). The overlay of frame N always comes after N's result and before
+matcher and a homography fit are done (`num_inliers`; `homography`, reference -> frame,
+null when the reference is lost: fewer than `MIN_INLIERS` inliers), then with one binary
+message, the JPEG overlay (reference | frame, matches, the reference's border warped onto
+the frame, FPS). The overlay of frame N always comes after N's result and before
 the next result; replies to control messages may come in between. Problems come back as
 `{"type": "error", "code": ..., "detail": ...}` and the connection stays open.
 
@@ -25,14 +28,16 @@ import asyncio
 import json
 import time
 from collections import deque
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
 
-from coarse_loftr.inference import draw_matches
+from coarse_loftr.inference import GeometryResult, draw_matches, estimate_homography
+from coarse_loftr.inference.drawing import MAX_LINES
 from coarse_loftr.inference.preprocess import to_bgr8
 
 from .errors import ApiError
@@ -66,6 +71,9 @@ class Settings(_Control):
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     max_matches: int | None = Field(None, ge=1, le=100_000)
     size: int | None = Field(None, ge=64, le=4096)
+    lines: StrictBool | None = None
+    points: StrictBool | None = None
+    outline: StrictBool | None = None
 
 
 Control = Annotated[SetReference | ClearReference | Pause | Resume | Settings, Field(discriminator="type")]
@@ -100,15 +108,50 @@ def fit_frame(image: np.ndarray, max_side: int) -> np.ndarray:
     return image
 
 
-def render_overlay(reference: np.ndarray, frame: np.ndarray, result: Any, fps: float, quality: int) -> bytes:
-    """Reference | frame with the matches and the server FPS drawn, as JPEG bytes."""
+#: With fewer homography inliers than this the reference counts as lost (no outline).
+MIN_INLIERS = 12
+
+
+@dataclass(frozen=True)
+class View:
+    """What a stream's overlay draws (the page's toggles)."""
+
+    lines: bool = True
+    points: bool = True
+    outline: bool = True
+
+
+def track(result: Any) -> GeometryResult:
+    """The homography reference -> frame of a match result, its matrix None when lost."""
+    geometry = estimate_homography(result)
+    if geometry.matrix is not None and geometry.num_inliers < MIN_INLIERS:
+        geometry = replace(geometry, matrix=None)
+    return geometry
+
+
+def render_overlay(
+    reference: np.ndarray,
+    frame: np.ndarray,
+    result: Any,
+    fps: float,
+    quality: int,
+    geometry: GeometryResult | None = None,
+    view: View = View(),
+) -> bytes:
+    """Reference | frame with the matches (inliers apart when `geometry` is given), the
+    reference's border warped onto the frame and the server FPS drawn, as JPEG bytes."""
     canvas = draw_matches(
         reference,
         frame,
         result.keypoints0,
         result.keypoints1,
         result.confidence,
-        text=f"{fps:.1f} FPS  {len(result)} matches",
+        inliers=None if geometry is None else geometry.inliers,
+        text=f"{fps:.1f} FPS",
+        max_lines=MAX_LINES if view.lines or view.points else 0,
+        style="both" if view.lines and view.points else "lines" if view.lines else "points",
+        homography=None if geometry is None else geometry.matrix,
+        outline=view.outline and geometry is not None,
     )
     ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -123,6 +166,7 @@ class StreamSession:
         self.ws, self.service = websocket, service
         self.threshold: float | None = None  # None: the matcher's default
         self.max_matches: int | None = None
+        self.view = View()
         self.max_side = service.settings.ws_max_side
         self.reference: np.ndarray | None = None
         self.reference_id: int | None = None
@@ -166,7 +210,12 @@ class StreamSession:
             await asyncio.gather(processor, return_exceptions=True)
 
     def settings(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "max_matches": self.max_matches, "size": self.max_side}
+        return {
+            "threshold": self.threshold,
+            "max_matches": self.max_matches,
+            "size": self.max_side,
+            **asdict(self.view),
+        }
 
     async def send(self, payload: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -233,6 +282,8 @@ class StreamSession:
                     setattr(self, name, getattr(control, name))
             if control.size is not None:
                 self.max_side = control.size
+            toggles = {name: getattr(control, name) for name in asdict(self.view)}
+            self.view = replace(self.view, **{k: v for k, v in toggles.items() if v is not None})
             await self.send({"type": "settings", **self.settings()})
 
     async def process_frames(self) -> None:
@@ -267,6 +318,7 @@ class StreamSession:
             options["threshold"] = self.threshold
         result, inference_ms = await self.service.match(self.reference, frame, live=True, **options)
         fps = self.fps.tick()
+        geometry = await asyncio.to_thread(track, result)
         await self.overlay_sent()
         await self.send(
             {
@@ -274,6 +326,8 @@ class StreamSession:
                 "frame_id": frame_id,
                 "reference_id": self.reference_id,
                 "num_matches": len(result.confidence),
+                "num_inliers": geometry.num_inliers,
+                "homography": None if geometry.matrix is None else geometry.matrix.tolist(),
                 "inference_ms": round(inference_ms, 2),
                 "processing_ms": round((time.perf_counter() - start) * 1000.0, 2),
                 "server_fps": round(fps, 2),
@@ -281,7 +335,9 @@ class StreamSession:
                 "frames_received": self.received,
             }
         )
-        self.overlay_task = asyncio.create_task(self.send_overlay(self.reference, frame, result, fps))
+        self.overlay_task = asyncio.create_task(
+            self.send_overlay(self.reference, frame, result, fps, geometry)
+        )
 
     async def overlay_sent(self) -> None:
         """Wait for the previous frame's overlay, so overlays and results alternate."""
@@ -289,9 +345,18 @@ class StreamSession:
             task, self.overlay_task = self.overlay_task, None
             await task
 
-    async def send_overlay(self, reference: np.ndarray, frame: np.ndarray, result: Any, fps: float) -> None:
+    async def send_overlay(
+        self, reference: np.ndarray, frame: np.ndarray, result: Any, fps: float, geometry: GeometryResult
+    ) -> None:
         overlay = await asyncio.to_thread(
-            render_overlay, reference, frame, result, fps, self.service.settings.overlay_quality
+            render_overlay,
+            reference,
+            frame,
+            result,
+            fps,
+            self.service.settings.overlay_quality,
+            geometry,
+            self.view,
         )
         async with self.send_lock:
             await self.ws.send_bytes(overlay)

@@ -42,7 +42,7 @@ Style = Literal["lines", "points", "both"]
 STYLES: tuple[Style, ...] = ("lines", "points", "both")
 
 OUTLIER_BGR = (40, 40, 230)
-OUTLINE_BGR = (0, 230, 255)
+OUTLINE_BGR = (255, 255, 255)  # on a dark edge: apart from every match colour
 _BACKGROUND = 32
 _HUE_BINS, _TINT_BINS = 12, 2
 # OpenCV hues are 0-180: 30 (yellow) .. 140 (violet), so no inlier is drawn red.
@@ -263,7 +263,8 @@ def draw_matches(
             warped = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), np.asarray(homography, np.float64))
             # A corner near the horizon maps far away: clip before the integer cast.
             polygon = np.rint(np.clip(layout.to_canvas(1, warped.reshape(-1, 2)), -1e5, 1e5)).astype(np.int32)
-            thickness = max(2, round(min(canvas.shape[:2]) / 120))
+            thickness = max(2, round(min(canvas.shape[:2]) / 160))
+            cv2.polylines(canvas, [polygon], True, (0, 0, 0), thickness + 2, cv2.LINE_AA)
             cv2.polylines(canvas, [polygon], True, OUTLINE_BGR, thickness, cv2.LINE_AA)
     lines = text.splitlines() if text else []
     if caption:

@@ -1,16 +1,20 @@
-"""The pictures of `/match`: overlay and warp in the JSON of one request (`include=`), the
-drawing style, and canvases bounded whatever the aspect ratio (real app, random student)."""
+"""The pictures: `/match`'s overlay and warp in the JSON of one request (`include=`), the
+drawing style, canvases bounded whatever the aspect ratio, and the stream's homography,
+outline and toggles (real app, random student)."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
 from api_helpers import decode, jpeg, pair_bytes, png
 from fastapi.testclient import TestClient
+from fixture_data import clip_frames
 
 from coarse_loftr.api import ServiceSettings, create_app
+from coarse_loftr.api.websocket import MIN_INLIERS
 from coarse_loftr.inference.drawing import MAX_CANVAS_SIDE, side_by_side_layout
 
 
@@ -79,3 +83,61 @@ def test_extreme_aspect_ratios_draw_a_bounded_canvas(client):
     assert overlay.shape == (height, width, 3) and max(width, height) <= MAX_CANVAS_SIDE
     body = post(client, jpeg(wide), jpeg(tall), include="overlay,warp", ransac="homography").json()
     assert max(picture(body, "overlay_png").shape[:2]) <= MAX_CANVAS_SIDE
+
+
+def stream_result(ws) -> tuple[dict, np.ndarray]:
+    while True:
+        message = json.loads(ws.receive_text())
+        assert message["type"] != "error", message
+        if message["type"] == "result":
+            return message, decode(ws.receive_bytes())
+
+
+def test_stream_result_has_the_homography_and_the_overlay_its_outline(client):
+    frame = jpeg(clip_frames(1)[0])
+    with client.websocket_connect("/ws/stream") as ws:
+        ready = json.loads(ws.receive_text())
+        assert (ready["lines"], ready["points"], ready["outline"]) == (True, True, True)
+        ws.send_text(json.dumps({"type": "settings", "threshold": 0.0}))
+        json.loads(ws.receive_text())
+        ws.send_bytes(frame)  # the reference, matched with itself
+        result, overlay = stream_result(ws)
+        assert result["num_inliers"] >= MIN_INLIERS and result["num_inliers"] <= result["num_matches"]
+        # The same frame twice: the homography is the identity, the outline is drawn.
+        corners = np.array([[0, 0, 1], [383, 0, 1], [383, 287, 1], [0, 287, 1]], float)
+        mapped = corners @ np.array(result["homography"]).T
+        assert np.abs(mapped[:, :2] / mapped[:, 2:] - corners[:, :2]).max() < 3  # pixels
+        assert overlay.shape == (288, 768, 3)
+        # Toggles: the outline alone, then nothing: they differ on the frame's border only.
+        views = []
+        for outline in (True, False):
+            view = {"outline": outline, "lines": False, "points": False}
+            ws.send_text(json.dumps({"type": "settings", **view}))
+            assert json.loads(ws.receive_text())["outline"] is outline
+            ws.send_bytes(frame)
+            views.append(stream_result(ws)[1].astype(int))
+        changed = np.abs(views[0] - views[1]).sum(axis=2) > 150
+        changed[-40:, :384] = False  # the caption (its FPS changes)
+        assert changed[:, : 384 - 8].sum() == 0  # (a thick outline on the frame's edge spills over)
+        border = np.zeros((288, 384), bool)
+        border[:8], border[-8:], border[:, :8], border[:, -8:] = True, True, True, True
+        assert changed[:, 384:][border].sum() > 300 and changed[:, 384:][~border].sum() < 20
+        plain = np.concatenate([clip_frames(1)[0]] * 2, axis=1).astype(int)
+        assert np.abs(views[1][:200] - plain[:200]).mean() < 4  # no lines, no dots
+        ws.send_text(json.dumps({"type": "settings", "lines": "yes"}))  # strict booleans
+        assert json.loads(ws.receive_text())["type"] == "error"
+
+
+def test_stream_reference_lost_has_no_homography(client):
+    rng = np.random.default_rng(1)
+    flat = jpeg(np.full((288, 384, 3), 128, np.uint8))
+    noise = jpeg(rng.integers(0, 256, (288, 384, 3), dtype=np.uint8))
+    with client.websocket_connect("/ws/stream") as ws:
+        json.loads(ws.receive_text())
+        ws.send_bytes(flat)  # a featureless reference: nothing to track
+        ws.send_text(json.dumps({"type": "set_reference"}))
+        result, _ = stream_result(ws)
+        ws.send_bytes(noise)
+        result, overlay = stream_result(ws)
+        assert result["homography"] is None and result["num_inliers"] < MIN_INLIERS
+        assert overlay.shape == (288, 768, 3)

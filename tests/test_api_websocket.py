@@ -100,7 +100,13 @@ def test_pause_resume_and_settings(client, frames):
     with client.websocket_connect("/ws/stream") as ws:
         receive_json(ws)
         ws.send_text(json.dumps({"type": "settings", "threshold": 0.0, "max_matches": 9, "size": 192}))
-        assert receive_json(ws) == {"type": "settings", "threshold": 0.0, "max_matches": 9, "size": 192}
+        assert receive_json(ws) == {
+            "type": "settings",
+            "threshold": 0.0,
+            "max_matches": 9,
+            "size": 192,
+            **{"lines": True, "points": True, "outline": True},  # the overlay's toggles
+        }
         ws.send_bytes(frames[0])
         result, overlay = result_of(ws)
         assert result["num_matches"] == 9
