@@ -1,5 +1,6 @@
-"""INT8 quantization (inference/export/quantize.py, `coarse-loftr quantize`) on a
-random-initialised student, with real ONNX Runtime and calibration photos written here."""
+"""INT8 quantization (inference/export/quantize.py, `coarse-loftr quantize`) with real
+ONNX Runtime: the graph and CLI checks on a random-initialised student and calibration
+photos written here; the accuracy check on the shipped live model and the fixture pairs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from fixture_data import PAIRS
 
 from coarse_loftr.commands import main
 from coarse_loftr.inference import Matcher
@@ -24,6 +26,10 @@ from coarse_loftr.inference.export.quantize import (
     list_images,
     quantize_model,
 )
+from coarse_loftr.inference.paths import WEIGHTS_DIR
+
+#: The shipped live model, the float reference of the accuracy check.
+SHIPPED_LIVE = WEIGHTS_DIR / "student_320x240.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,7 @@ def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(
     # The excluded similarity MatMul stays float: its inputs are not dequantized int8.
     model = onnx.load(str(out))
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    similarity = next(n for n in model.graph.node if n.name == "/MatMul")
+    similarity = next(n for n in model.graph.node if n.name == "/dual_softmax/MatMul")
     assert all(producers.get(name) != "DequantizeLinear" for name in similarity.input)
     projection = next(n for n in model.graph.node if n.name.endswith("layers.0/q_proj/MatMul"))
     assert all(producers.get(name) == "DequantizeLinear" for name in projection.input)
@@ -96,6 +102,43 @@ def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(
     assert result.keypoints0.shape == result.keypoints1.shape == (len(result), 2)
 
 
+@pytest.mark.parametrize("stem", ["0001", "0121"], ids=["easy-generated", "graffiti-real"])
+def test_static_int8_matches_like_the_float_model_on_real_pairs(shipped_int8, stem):
+    """The default static int8 copy of the shipped live model, calibrated on the fixture
+    photos, finds about as many matches as the float model on a real pair, and its 100
+    most confident matches land where the float model's do (same image0 cells, image1
+    positions within 3 px)."""
+    image0, image1 = (cv2.imread(str(PAIRS / f"{stem}_{side}.jpg")) for side in "ab")
+    expected = Matcher(weights=SHIPPED_LIVE, backend="onnxruntime", num_threads=1).match(image0, image1)
+    got = Matcher(weights=shipped_int8, backend="onnxruntime", num_threads=1).match(image0, image1)
+    assert len(expected) >= 300  # a textured pair: the comparison has something to compare
+    assert abs(len(got) - len(expected)) <= 0.1 * len(expected), (len(got), len(expected))
+
+    # keypoints0 are image0 cell centres, the same grid in both models: pair them up.
+    cells = {tuple(np.round(point, 3)): i for i, point in enumerate(got.keypoints0)}
+    top = np.argsort(-expected.confidence)[:100]
+    distances = np.array(
+        [
+            np.linalg.norm(expected.keypoints1[i] - got.keypoints1[cells[key]])
+            if (key := tuple(np.round(expected.keypoints0[i], 3))) in cells
+            else np.inf
+            for i in top
+        ]
+    )
+    assert (distances < 3.0).mean() >= 0.9, np.sort(distances)[-15:]
+    assert np.median(distances) < 1.0
+
+
+@pytest.fixture(scope="module")
+def shipped_int8(tmp_path_factory):
+    """The shipped live model quantized with the defaults, 4 calibration pairs made from
+    the fixture photos (the compared pairs among them: calibration only sets the
+    activation ranges, it fits nothing to those pairs)."""
+    out = tmp_path_factory.mktemp("int8") / "student_320x240_int8.onnx"
+    quantize_model(SHIPPED_LIVE, out, QuantizeConfig(calibration_pairs=4), PAIRS)
+    return out
+
+
 def test_dynamic_int8_uses_integer_kernels(random_student_onnx, tmp_path):
     out = tmp_path / "student_dynamic.onnx"
     quantize_model(random_student_onnx, out, QuantizeConfig(mode="dynamic"))
@@ -107,7 +150,9 @@ def test_dynamic_int8_uses_integer_kernels(random_student_onnx, tmp_path):
 def test_exclusion_globs_pick_the_head(random_student_onnx):
     model = onnx.load(str(random_student_onnx))
     names = excluded_nodes(model, DEFAULT_EXCLUDE)
-    assert "/MatMul" in names and "/Softmax" in names
+    # The whole coarse matching: the similarity MatMul, both softmaxes, the mutual check.
+    assert {"/dual_softmax/MatMul", "/dual_softmax/Softmax", "/dual_softmax/Softmax_1"} <= set(names)
+    assert "/mutual_nearest/ArgMax" in names
     assert not any(name.startswith(("/backbone/", "/loftr_coarse/")) for name in names)
     assert excluded_nodes(model, ()) == []
 

@@ -26,21 +26,22 @@ import onnx
 
 from ..backends.base import ModelInfo
 from ..errors import CoarseLoftrError
-from ..graph import INPUT_NAMES
+from ..graph import FP32_SCOPES, INPUT_NAMES
 from ..preprocess import letterbox, to_gray_float
 
 MODES = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
-#: Node-name globs kept in float by default. The dual-softmax turns similarities into
-#: confidences through exp(sim / 0.1): an int8 step on the similarity MatMul's output is
-#: a large factor on the confidence, and the softmax itself is a poor fit for a uniform
-#: grid. The refinement head (its projection convs, its correlation MatMul and
-#: soft-argmax) regresses sub-pixel offsets, where one quantization step is already a
-#: visible error. Everything else (backbone convs, transformer projections and MLPs)
-#: is quantized.
-DEFAULT_EXCLUDE: tuple[str, ...] = ("/MatMul", "/Softmax*", "/fine_head/*", "/proj/*")
+#: Node-name globs kept in float by default. The coarse matching (the scopes FP16
+#: TensorRT engines keep in FP32, `inference.graph.FP32_SCOPES`): the dual-softmax turns
+#: similarities into confidences through exp(sim / 0.1), so an int8 step on the
+#: similarity MatMul's output is a large factor on the confidence, and the softmax itself
+#: is a poor fit for a uniform grid. The refinement head (its projection convs, its
+#: correlation MatMul and soft-argmax) regresses sub-pixel offsets, where one quantization
+#: step is already a visible error. Everything else (backbone convs, transformer
+#: projections and MLPs) is quantized.
+DEFAULT_EXCLUDE: tuple[str, ...] = (*(f"{scope}*" for scope in FP32_SCOPES), "/fine_head/*", "/proj/*")
 
 #: Where the arithmetic is: the convolutions and the projection / MLP matrix products.
 QUANTIZED_OPS: tuple[str, ...] = ("Conv", "MatMul")
