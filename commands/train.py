@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from coarse_loftr.inference.config import get_preset, with_overrides
     from coarse_loftr.training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
     from coarse_loftr.training.homography_pairs import HomographyPairs, list_images, split_images
+    from coarse_loftr.training.mixed_pairs import PairSource
     from coarse_loftr.training.trainer import train
 
     config = with_overrides(
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     train_files, val_files = split_images(list_images(args.images), seed=config.seed)
-    train_set = HomographyPairs(
+    train_set: PairSource = HomographyPairs(
         train_files, config.image_size, stride, config.total_pairs, config.augment, seed=config.seed
     )
     if args.depth_scenes:

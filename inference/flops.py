@@ -37,6 +37,7 @@ def count_flops(model_or_path: object) -> FlopCount:
     from onnx import shape_inference
 
     model = onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path
+    assert isinstance(model, onnx.ModelProto)
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     graph = inferred.graph
     shapes: dict[str, tuple[int, ...]] = {}

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+class PairSource(Protocol):
+    """A map-style dataset of pairs with a length (what torch's `Dataset` does not promise)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
 
 #: Keys every pair source provides (homography pairs add "homography", depth pairs
 #: cannot); a mixed batch is stacked from these only.
@@ -19,7 +29,7 @@ class MixedPairs(Dataset):
     every micro-batch holds about the same mix and a resumed run sees the same items.
     Secondary items are visited in a seeded order, cycling when exhausted."""
 
-    def __init__(self, primary: Dataset, secondary: Dataset, share: float, seed: int = 0) -> None:
+    def __init__(self, primary: PairSource, secondary: PairSource, share: float, seed: int = 0) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share must be in [0, 1], got {share}")
         if len(secondary) == 0:

@@ -218,7 +218,7 @@ class TensorRtBackend(Backend):
         if engine_path is None:
             engine_path = build_engine(onnx_path, fp16=fp16, workspace_mb=workspace_mb, device_id=device_id)
         self.engine_path = Path(engine_path)
-        self._device = _DeviceContext(cuda, device_id)
+        self._device: _DeviceContext | None = _DeviceContext(cuda, device_id)
         self.gpu_name = self._device.device.name()
         with self._device:
             self._logger = trt.Logger(trt.Logger.WARNING)
@@ -255,6 +255,8 @@ class TensorRtBackend(Backend):
     def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
         image0, image1 = check_pair(self.info, image0, image1)
         cuda = self._cuda
+        if self._device is None:
+            raise BackendUnavailable("this TensorRT backend was closed")
         with self._device:
             for name, image in zip(INPUT_NAMES, (image0, image1)):
                 np.copyto(self._host[name], image)
@@ -273,14 +275,15 @@ class TensorRtBackend(Backend):
 
     def close(self) -> None:
         """Free the GPU buffers and the context (also done at interpreter exit by pycuda)."""
-        if getattr(self, "_device", None) is None:
+        device = getattr(self, "_device", None)
+        if device is None:
             return
-        with self._device:
+        with device:
             for memory in self._device_mem.values():
                 memory.free()
             self._device_mem.clear()
             self.context = self.engine = None
-        self._device.release()
+        device.release()
         self._device = None
 
     def describe(self) -> str:

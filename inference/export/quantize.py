@@ -160,7 +160,7 @@ def warp_view(gray: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -
     """A second view of a photo: (H, W) float32 -> the same size, warped by a random
     homography that moves each corner by up to `jitter` of the image side."""
     height, width = gray.shape
-    corners = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]])
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float32)
     moved = corners + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32) * [width, height]
     homography = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
     return cv2.warpPerspective(

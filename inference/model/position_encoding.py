@@ -16,6 +16,8 @@ class PositionEncodingSine(nn.Module):
     divisor was computed as `(-ln(10000) / d) // 2` (= -1.0).
     """
 
+    pe: torch.Tensor  # (1, d, H, W), a buffer
+
     def __init__(
         self, d_model: int, max_shape: tuple[int, int] = (256, 256), temp_bug_fix: bool = True
     ) -> None:

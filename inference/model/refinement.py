@@ -117,6 +117,8 @@ class LocalRefiner(nn.Module):
     integer indices enter the gather.
     """
 
+    window_steps: torch.Tensor  # (window**2, 2) x, y steps, a buffer
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         bb = config.backbone

@@ -168,7 +168,7 @@ def per_pair_json(results: Sequence[MethodResult]) -> dict[str, list[dict[str, o
     """Per method, one entry per pair at its chosen RANSAC threshold."""
     out: dict[str, list[dict[str, object]]] = {}
     for result in results:
-        rows = []
+        rows: list[dict[str, object]] = []
         for record in result.records:
             fit = record.fits[result.threshold_px]
             rows.append(
