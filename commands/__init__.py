@@ -25,6 +25,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Third-party modules of the optional extras -> the extra that installs them.
+OPTIONAL_MODULES: dict[str, str] = {
+    "torch": "train",
+    "tensorboard": "train",
+    "matplotlib": "train",
+    "tqdm": "train",
+    "onnx": "quantize",
+    "tensorrt": "gpu",
+    "pycuda": "gpu",
+}
+
+
 class CommandError(InvalidInput):
     """A bad option or input found by a command: printed as one line, exit 2 (as every
     `CoarseLoftrError` is)."""
@@ -59,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in SUBCOMMANDS:
         parser.error(f"unknown command {argv[0]!r}")
     name = argv[0]
-    module = importlib.import_module(f".{SUBCOMMANDS[name][0]}", __name__)
-    sub = argparse.ArgumentParser(prog=f"coarse-loftr {name}", description=SUBCOMMANDS[name][1])
-    module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
     try:
+        module = importlib.import_module(f".{SUBCOMMANDS[name][0]}", __name__)
+        sub = argparse.ArgumentParser(prog=f"coarse-loftr {name}", description=SUBCOMMANDS[name][1])
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
+    except ModuleNotFoundError as error:
+        extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        return _fail(name, f"needs {error.name}: pip install 'coarse-loftr[{extra}]'", 2)
     except CoarseLoftrError as error:
         return _fail(name, str(error), error.exit_code)
     except OSError as error:  # a path the user gave: missing, unreadable, not a folder

@@ -41,3 +41,18 @@ def test_bad_input_is_one_line_and_status_2(name, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"coarse-loftr {name}: error: "), result.stderr
+
+
+def test_a_missing_extra_is_named_in_one_line(tmp_path):
+    """`quantize` without ONNX installed (blocked here) names the extra to install."""
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "from coarse_loftr.commands import main\n"
+        f"sys.exit(main(['quantize', '{tmp_path}/m.onnx', '--out', '{tmp_path}/q.onnx']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "coarse-loftr quantize: error: needs onnx: pip install 'coarse-loftr[quantize]'"
+    )
