@@ -1,8 +1,11 @@
 """`coarse-loftr eval MANIFEST`: HPatches-protocol homography evaluation.
 
-Our matcher, OpenCV SIFT / ORB and any other model (`--compare`) run on the same pairs;
-every method's matches go through the same USAC MAGSAC fit and corner-error metric.
-Writes results.md, curve.png, results.json and pairs.json to `--out`.
+Our matcher, OpenCV SIFT / ORB, the learned peers of the `peers` extra (XFeat, XFeat +
+LighterGlue, ALIKED + LightGlue), the seed's published student and any other model
+(`--compare`) run on the same pairs; every method's matches go through the same USAC MAGSAC
+fit and corner-error metric. `--stereo` adds the real-scene check (a stereo pair with
+ground-truth disparity). Writes results.md, curve.png, frontier.png (AUC@5 against time per
+pair), results.json and pairs.json to `--out`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
+from coarse_loftr.training.evaluation.methods import LEARNED_PEERS, METHOD_NAMES, OURS, SEED
+from coarse_loftr.training.evaluation.seed import SEED_CHECKPOINT
 
 from . import CommandError, size_arg
 
-PEERS = ("sift", "orb")
-OURS = "ours"
+#: what `--methods` runs when not given: the methods that need no optional extra
+DEFAULT_METHODS = (OURS, "sift", "orb")
 DEFAULT_OUT = Path("runs/eval")
 #: input size (W, H) a `--compare` checkpoint is exported at when `--size` is not given
 DEFAULT_EXPORT_SIZE = (640, 480)
@@ -78,8 +83,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--methods",
-        default=f"{OURS},{','.join(PEERS)}",
-        help=f"comma-separated, from {OURS}, {', '.join(PEERS)} (default: all)",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHOD_NAMES)} (default: {','.join(DEFAULT_METHODS)}; "
+        f"{', '.join(LEARNED_PEERS)} need the 'peers' extra, {SEED} needs torch and onnx)",
+    )
+    parser.add_argument(
+        "--seed-checkpoint",
+        type=Path,
+        default=SEED_CHECKPOINT,
+        help=f"the published student that method {SEED} runs (default {SEED_CHECKPOINT})",
+    )
+    parser.add_argument(
+        "--stereo",
+        action="store_true",
+        help="also the real-scene check: Middlebury's motorcycle stereo pair (in scikit-image, "
+        "'peers' extra) scored against its disparity, precision within 1/2/5 px",
     )
     parser.add_argument(
         "--compare",
@@ -192,20 +210,35 @@ def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
     return MatcherMethod(label, matcher, {"threshold": args.threshold, "refine": not args.no_refine})
 
 
-def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
+def _named_method(name: str, args: argparse.Namespace, scratch: Path) -> list:
+    """The methods `--methods NAME` stands for (ours may be two, with --refine-ablation)."""
     from coarse_loftr.training.evaluation import OpenCVFeatures
 
+    if name == OURS:
+        return _our_methods(args)
+    if name in LEARNED_PEERS:
+        from coarse_loftr.training.evaluation.peers import learned_peer
+
+        return [learned_peer(name)]
+    if name == SEED:
+        from coarse_loftr.training.evaluation.seed import PublishedStudent
+
+        return [PublishedStudent(args.seed_checkpoint, scratch, backend=args.backend)]
+    return [OpenCVFeatures(name)]
+
+
+def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
     names = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = sorted(set(names) - {OURS, *PEERS})
+    unknown = sorted(set(names) - set(METHOD_NAMES))
     if unknown:
-        raise CommandError(f"unknown method(s) {', '.join(unknown)}; choose from {OURS}, {', '.join(PEERS)}")
+        raise CommandError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_NAMES)}")
     if args.refine_ablation and args.no_refine:
         raise CommandError("--refine-ablation already runs without refinement; drop --no-refine")
     if args.refine_ablation and OURS not in names:
         raise CommandError(f"--refine-ablation needs {OURS} among --methods")
     methods = []
     for name in dict.fromkeys(names):
-        methods += _our_methods(args) if name == OURS else [OpenCVFeatures(name)]
+        methods += _named_method(name, args, scratch)
     methods += [_compare_method(spec, args, scratch) for spec in args.compare]
     if not methods:
         raise CommandError("no methods to evaluate (--methods is empty and no --compare)")
@@ -222,7 +255,9 @@ def _progress(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coarse_loftr.training.evaluation import ManifestError, evaluate, load_manifest
+    from coarse_loftr.training.evaluation.frontier import frontier_title, plot_frontier
     from coarse_loftr.training.evaluation.report import markdown_table, per_pair_json, plot_curves, to_json
+    from coarse_loftr.training.evaluation.stereo import evaluate_stereo, load_motorcycle, stereo_lines
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
@@ -240,23 +275,30 @@ def run(args: argparse.Namespace) -> int:
     ransac: RansacChoice = args.ransac_threshold
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coarse-loftr-eval-")))
+        stereo_pair = load_motorcycle() if args.stereo else None
         methods = _build_methods(args, scratch)
         print(f"evaluating {', '.join(m.name for m in methods)} on {len(pairs)} pairs", file=sys.stderr)
         try:
             results = evaluate(pairs, methods, ransac.thresholds, ransac.best, progress=_progress)
         except ManifestError as error:
             raise CommandError(str(error)) from None
+        stereo = evaluate_stereo(stereo_pair, methods) if stereo_pair is not None else []
 
     manifest = str(args.manifest)
     selection = ransac.describe()
     by_name = {r.name: r for r in results}
     ablation = (by_name[OURS], by_name[f"{OURS} (no refine)"]) if args.refine_ablation else None
-    (args.out / "results.md").write_text(markdown_table(results, manifest, selection, ablation))
+    table = markdown_table(results, manifest, selection, ablation)
     figures = to_json(results, manifest, ransac.thresholds, selection)
+    if stereo_pair is not None:
+        table += "\n".join(stereo_lines(stereo_pair.name, stereo)) + "\n"
+        figures["stereo"] = {"scene": stereo_pair.name, "methods": {s.method: s.to_json() for s in stereo}}
+    (args.out / "results.md").write_text(table)
     (args.out / "results.json").write_text(json.dumps(figures, indent=1) + "\n")
     (args.out / "pairs.json").write_text(json.dumps(per_pair_json(results), indent=1) + "\n")
     try:
         plot_curves(results, args.out / "curve.png", f"{args.manifest.parent.name}: {len(pairs)} pairs")
+        plot_frontier(figures, args.out / "frontier.png", frontier_title(figures))
     except ImportError:
         raise CommandError(
             f"the plot needs matplotlib (pip install 'coarse-loftr[train]'); the tables are in {args.out}"
@@ -265,5 +307,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(figures, indent=1))
     else:
         print((args.out / "results.md").read_text())
-    print(f"wrote {args.out}/results.md, results.json, pairs.json, curve.png", file=sys.stderr)
+    print(f"wrote {args.out}/results.md, results.json, pairs.json, curve.png, frontier.png", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ in the eval set's generator. Photometric changes hit image1 harder than image0.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,16 +17,43 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import AugmentConfig
+from .evaluation.stereo import HELD_OUT_PHOTOS
 from .ground_truth import MatchTargets, targets_from_homography
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def list_images(folder: Path) -> list[Path]:
+    """The training photos under `folder`, sorted, without the held-out ones (see `held_out`)."""
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    sources = _index_sources(Path(folder))
+    files = [p for p in files if not held_out(p, sources.get(p.name))]
     if not files:
         raise FileNotFoundError(f"no images found under {folder}")
     return files
+
+
+def held_out(path: Path, source: str | None = None) -> bool:
+    """Whether a photo is one the evaluation uses as a test scene (`HELD_OUT_PHOTOS`, e.g.
+    the real-scene check's motorcycle_left.png): by its file name (`0180_skimage_
+    motorcycle_left.jpg`) or by the `source` its folder's index.json records for it."""
+    names = [path.stem] + ([Path(source.rpartition(":")[2]).stem] if source else [])
+    return any(name == photo or name.endswith(f"_{photo}") for name in names for photo in HELD_OUT_PHOTOS)
+
+
+def _index_sources(folder: Path) -> dict[str, str]:
+    """{file name: source} from an index.json beside the photos (the shared training set's
+    `{"images": [{"file", "source"}, ...]}`), empty without one."""
+    index = folder / "index.json"
+    try:
+        entries = json.loads(index.read_text()).get("images", []) if index.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {
+        str(e["file"]): str(e["source"])
+        for e in entries
+        if isinstance(e, dict) and "file" in e and "source" in e
+    }
 
 
 def split_images(files: list[Path], val_share: float = 0.1, seed: int = 0) -> tuple[list[Path], list[Path]]:

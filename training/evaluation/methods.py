@@ -14,6 +14,17 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+#: The one list of evaluable method names (`coarse-loftr eval --methods`, `bench --peers`):
+#: our matcher, OpenCV's classic peers, learned peers from the optional `peers` extra
+#: (`peers.py`) and the seed's published student (`seed.py`).
+OURS = "ours"
+OPENCV_METHODS: tuple[str, ...] = ("sift", "orb")
+LEARNED_PEERS: tuple[str, ...] = ("xfeat", "xfeat-lg", "aliked-lg")
+SEED = "seed"
+METHOD_NAMES: tuple[str, ...] = (OURS, *OPENCV_METHODS, *LEARNED_PEERS, SEED)
+#: every method but ours: what `bench --peers` accepts
+PEER_NAMES: tuple[str, ...] = METHOD_NAMES[1:]
+
 
 @runtime_checkable
 class MatchMethod(Protocol):
