@@ -1,6 +1,8 @@
 """`coarse-loftr bench`: latency and FPS of every available backend and input size,
 split into pre-processing / inference / match extraction, with the model's FLOPs and
-OpenCV ORB and SIFT (4000 features) as peers, all on the same images in one run."""
+OpenCV ORB and SIFT (4000 features) as peers, all on the same images in one run; with
+`--peers` also the learned peers of `eval` (the `peers` extra) and the seed's published
+student run as its demo runs it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from coarse_loftr.inference.backends import KINDS, available_backends
 from coarse_loftr.inference.backends.base import BackendUnavailable
 from coarse_loftr.inference.config import PRESETS
 from coarse_loftr.inference.weights import WeightsError
+from coarse_loftr.training.evaluation.methods import LEARNED_PEERS, OPENCV_METHODS, PEER_NAMES, SEED
+from coarse_loftr.training.evaluation.seed import SEED_CHECKPOINT, SEED_INPUT_SIZE
 
 SEED_BASELINE_NOTE = (
     "random-initialised coarse_loftr_trt preset: the published seed student's "
@@ -73,7 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_names,
         default=["orb", "sift"],
         metavar="NAME,...",
-        help="OpenCV peers: orb, sift, or none (default orb,sift)",
+        help=f"any of {', '.join(PEER_NAMES)}, or none (default orb,sift; "
+        f"{', '.join(LEARNED_PEERS)} need the 'peers' extra, {SEED} torch and onnx)",
+    )
+    parser.add_argument(
+        "--peer-sizes",
+        type=sizes_arg,
+        default=None,
+        metavar="WxH,...",
+        help=f"sizes the learned peers are timed at (default: --sizes; {SEED} always runs at "
+        f"{SEED_INPUT_SIZE[0]}x{SEED_INPUT_SIZE[1]})",
+    )
+    parser.add_argument(
+        "--seed-checkpoint",
+        type=Path,
+        default=SEED_CHECKPOINT,
+        help=f"the published student that peer {SEED} runs (default {SEED_CHECKPOINT})",
     )
     parser.add_argument("--features", type=int, default=4000, help="ORB/SIFT features per image")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -145,6 +164,35 @@ def _models(args: argparse.Namespace, tmp: Path) -> list:
     return models
 
 
+def _other_peers(args: argparse.Namespace, names: tuple[str, ...], tmp: Path) -> list:
+    """The learned peers and the seed among `names`, loaded (their errors name the extra)."""
+    from coarse_loftr.inference.benchmark import PeerUnderTest
+
+    others = []
+    for name in names:
+        if name in LEARNED_PEERS:
+            from coarse_loftr.training.evaluation.peers import learned_peer
+
+            peer = learned_peer(name)
+            import torch  # present: learned_peer needs it
+
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
+            backend = f"pytorch {torch.__version__} ({torch.get_num_threads()} threads)"
+            sizes = tuple(args.peer_sizes) if args.peer_sizes else None
+            others.append(PeerUnderTest(peer, backend, sizes, "detect, describe and match as inference"))
+        elif name == SEED:
+            from coarse_loftr.training.evaluation.seed import PublishedStudent
+
+            seed = PublishedStudent(args.seed_checkpoint, tmp, num_threads=args.threads)
+            note = (
+                f"published {args.seed_checkpoint.name}, exported to ONNX, run as its demo: "
+                "640x480, confidence > 0.01, cell corners"
+            )
+            others.append(PeerUnderTest(seed, seed.matcher.backend.describe(), (SEED_INPUT_SIZE,), note))
+    return others
+
+
 def run(args: argparse.Namespace) -> int:
     from coarse_loftr.inference.benchmark import load_pairs, run_benchmark, temporary_folder
 
@@ -153,9 +201,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise CommandError("--threads must be at least 1")
     peers = tuple(p for p in args.peers if p != "none")
-    unknown = [p for p in peers if p not in ("orb", "sift")]
+    unknown = [p for p in peers if p not in PEER_NAMES]
     if unknown:
-        raise CommandError(f"unknown peer {unknown[0]!r}; choose orb, sift or none")
+        raise CommandError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEER_NAMES)} or none")
     available = available_backends()
     backends = args.backends or available
     for name in backends:
@@ -167,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     pairs, source = load_pairs(args.pairs)
     with temporary_folder() as tmp:
         models = _models(args, Path(tmp))
+        others = _other_peers(args, peers, Path(tmp))
         try:
             report = run_benchmark(
                 models,
@@ -176,8 +225,9 @@ def run(args: argparse.Namespace) -> int:
                 source,
                 repeat=args.repeat,
                 threads=args.threads,
-                peers=peers,
+                peers=tuple(p for p in peers if p in OPENCV_METHODS),
                 features=args.features,
+                others=others,
             )
         except (WeightsError, BackendUnavailable, ValueError) as error:
             raise CommandError(str(error)) from None

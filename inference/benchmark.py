@@ -1,4 +1,5 @@
-"""Latency / throughput of the matcher on every runtime, with OpenCV ORB and SIFT as peers.
+"""Latency / throughput of the matcher on every runtime, with OpenCV ORB and SIFT as peers
+(and any other matching method the caller passes, e.g. the learned peers of `eval`).
 
 All methods run in one process on the same decoded images (the eval-dev pairs when
 ../shared is beside the repository, else deterministic synthetic pairs), resized to
@@ -15,8 +16,10 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -46,6 +49,26 @@ class ModelUnderTest:
     weights: Path
     note: str = ""
     sizes: tuple[tuple[int, int], ...] | None = None
+
+
+class PeerMethod(Protocol):
+    """Any matcher of two images: `match(image0, image1)` takes decoded images (uint8 BGR
+    or gray) and returns (keypoints0 (N, 2), keypoints1 (N, 2), seconds)."""
+
+    name: str
+
+    def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]: ...
+
+
+@dataclass(frozen=True)
+class PeerUnderTest:
+    """A `PeerMethod` to time at each of `sizes` ((W, H); None for the run's sizes);
+    backend: what runs it, for the table; note: said beside its results."""
+
+    method: PeerMethod
+    backend: str
+    sizes: tuple[tuple[int, int], ...] | None = None
+    note: str = ""
 
 
 @dataclass
@@ -194,6 +217,46 @@ def bench_opencv(
     )
 
 
+def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int], repeat: int) -> BenchRow:
+    """Time a `PeerMethod` on the pairs resized to `size` (the resize is pre-processing; its
+    whole `match`, detection to matching, is inference) after one warm-up run."""
+
+    def once(pair: BenchPair) -> tuple[dict[str, float], int]:
+        start = time.perf_counter()
+        images = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (pair.image0, pair.image1)]
+        prepared = time.perf_counter()
+        keypoints0, _, _ = peer.method.match(*images)
+        end = time.perf_counter()
+        return {
+            "preprocess": (prepared - start) * 1e3,
+            "inference": (end - prepared) * 1e3,
+            "postprocess": 0.0,
+            "total": (end - start) * 1e3,
+        }, len(keypoints0)
+
+    once(pairs[0])
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    matches = []
+    for pair in pairs:
+        for _ in range(repeat):
+            times, count = once(pair)
+            for phase in PHASES:
+                samples[phase].append(times[phase])
+            matches.append(count)
+    median, p90 = _stats(samples)
+    return BenchRow(
+        method=peer.method.name,
+        backend=peer.backend,
+        size=f"{size[0]}x{size[1]}",
+        samples=len(matches),
+        median_ms=median,
+        p90_ms=p90,
+        fps=1e3 / median["total"],
+        matches=float(np.mean(matches)),
+        note=peer.note,
+    )
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
@@ -294,8 +357,10 @@ def run_benchmark(
     threads: int | None = None,
     peers: tuple[str, ...] = ("orb", "sift"),
     features: int = 4000,
+    others: Sequence[PeerUnderTest] = (),
 ) -> BenchReport:
-    """Every model x backend x size, then each peer at each size, on the same pairs."""
+    """Every model x backend x size, then each OpenCV peer at each size, then each of
+    `others` at its sizes, on the same pairs."""
     if threads is not None:
         cv2.setNumThreads(threads)
     rows = []
@@ -311,6 +376,9 @@ def run_benchmark(
     for kind in peers:
         for size in sizes:
             rows.append(bench_opencv(kind, pairs, size, repeat, features))
+    for other in others:
+        for size in other.sizes or sizes:
+            rows.append(bench_peer(other, pairs, size, repeat))
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     return BenchReport(source, len(pairs), repeat, threads, machine, rows)
 
