@@ -30,6 +30,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from coarse_loftr.inference.batch.ray_pool import connect as connect_ray
 from coarse_loftr.inference.errors import ResourceBusy
 
 from .app import create_app, load_matchers
@@ -168,20 +169,11 @@ def build_application(settings: ServiceSettings, options: RayOptions) -> serve.A
     return ingress.bind(settings, matcher.bind(settings))
 
 
-def connect(options: RayOptions) -> None:
-    """Join the cluster at `options.address`, or start a local Ray on 127.0.0.1."""
-    if ray.is_initialized():
-        return
-    if options.address:
-        ray.init(address=options.address, log_to_driver=False)
-    else:
-        needed = int(np.ceil(options.replica_cpus * (options.autoscale or (0, options.replicas))[1]))
-        ray.init(
-            num_cpus=options.num_cpus or max(os.cpu_count() or 1, needed),
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
+def connect(options: RayOptions) -> bool:
+    """Join the cluster at `options.address`, or start a local Ray on 127.0.0.1 with
+    enough CPUs for the replicas. Returns whether this call started Ray."""
+    needed = int(np.ceil(options.replica_cpus * (options.autoscale or (0, options.replicas))[1]))
+    return connect_ray(options.address, options.num_cpus or max(os.cpu_count() or 1, needed))
 
 
 def _interrupt(*_: Any) -> None:
@@ -197,8 +189,9 @@ def run_service(
 ) -> None:
     """Deploy the application on Ray Serve at http://host:port and block until SIGINT or
     SIGTERM; then delete it and, if this process started Ray, stop Ray."""
+    started = connect(options)
+    # After connecting: ray.init installs a SIGTERM handler that exits without cleanup.
     signal.signal(signal.SIGTERM, _interrupt)
-    connect(options)
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_application(settings, options), name=APP_NAME, route_prefix="/")
@@ -210,5 +203,8 @@ def run_service(
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        if started:
+            serve.shutdown()
+        else:  # a cluster's Serve is not ours to stop: remove only this application
+            serve.delete(APP_NAME)
         ray.shutdown()

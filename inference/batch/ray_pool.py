@@ -15,10 +15,13 @@ import os
 from collections.abc import Iterator
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import RayError
 
 from .runner import MatchSettings, PairJob, match_job
 from .store import PairOutcome
+
+_LOOPBACK_ONLY = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
 
 
 @ray.remote(max_restarts=1, max_task_retries=1)
@@ -29,18 +32,29 @@ class PairActor:
         self.settings = settings
         self.matcher = settings.matcher()
 
+    def ready(self) -> bool:
+        return True
+
     def match(self, job: PairJob) -> PairOutcome:
         return match_job(self.matcher, job, self.settings)
 
 
-def connect(address: str) -> bool:
-    """Join `address`, or with "local" start a Ray on 127.0.0.1 with this machine's
-    CPUs. Returns whether this call started Ray (and so should stop it)."""
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at `address`, or (None or "local") start a Ray on 127.0.0.1
+    with `num_cpus` (None: this machine's count). Returns whether this call started Ray
+    (and so should stop it)."""
     if ray.is_initialized():
         return False
-    if address == "local":
+    if address in (None, "local", "auto") or address.split(":")[0] in ("127.0.0.1", "localhost"):
+        # Ray turns 127.0.0.1 into the machine's network address unless it believes it
+        # runs on a laptop (Windows / macOS): say so, for this process and the raylet,
+        # GCS and workers it starts, so that a local Ray listens and is reached on
+        # loopback only.
+        os.environ[_LOOPBACK_ONLY] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if address in (None, "local"):
         ray.init(
-            num_cpus=os.cpu_count() or 1,
+            num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             log_to_driver=False,
@@ -67,6 +81,8 @@ class RayPool:
         count = actors or max(1, int(ray.cluster_resources().get("CPU", 1) // actor_cpus))
         self.actors = [PairActor.options(num_cpus=actor_cpus).remote(settings) for _ in range(count)]
         self.in_flight = in_flight or 2 * count
+        # Every model loaded before the first pair: a bad --weights fails here, once.
+        ray.get([actor.ready.remote() for actor in self.actors])
 
     def imap(self, jobs: Iterator[PairJob]) -> Iterator[PairOutcome]:
         pending: dict[ray.ObjectRef, tuple[int, PairJob]] = {}  # result -> (actor index, job)
