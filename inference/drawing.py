@@ -13,7 +13,7 @@ What a picture shows:
 - each match coloured by where its point lies in image0 (hue across the width, a lighter
   tint in the lower half), so a line can be followed from one image to the other; when a
   geometry was fitted, outliers are red and drawn beneath the inliers (the hues of
-  inliers never reach red);
+  inliers never reach red, nor the outline's magenta);
 - lines, keypoint dots or both; optionally image0's border warped into image1 by a
   homography (or "lost" when there is none); a caption with the counts.
 
@@ -42,11 +42,12 @@ Style = Literal["lines", "points", "both"]
 STYLES: tuple[Style, ...] = ("lines", "points", "both")
 
 OUTLIER_BGR = (40, 40, 230)
-OUTLINE_BGR = (255, 255, 255)  # on a dark edge: apart from every match colour
+OUTLINE_BGR = (255, 0, 255)  # magenta on a dark edge: apart from every match colour
 _BACKGROUND = 32
 _HUE_BINS, _TINT_BINS = 12, 2
-# OpenCV hues are 0-180: 30 (yellow) .. 140 (violet), so no inlier is drawn red.
-_HUES = np.linspace(30, 140, _HUE_BINS)
+# OpenCV hues are 0-180: 30 (yellow) .. 125 (blue-violet), so no inlier is drawn red
+# (outliers) or magenta (the outline).
+_HUES = np.linspace(30, 125, _HUE_BINS)
 
 
 def _palette() -> np.ndarray:

@@ -1,9 +1,11 @@
-// The page: a live tab (webcam or video file -> WS /ws/stream) and an upload tab
-// (POST /match and /register). Plain JavaScript, no dependencies.
+// The page: a live tab (webcam or video file -> WS ws/stream) and an upload tab (one
+// POST match?include=overlay,warp per click). Plain JavaScript, no dependencies. Every URL
+// is relative to the page's own location, so the page works under any path prefix.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MAX_SIDE = Number(document.body.dataset.maxSide) || 640;
+const SPARK_SECONDS = 10;
 
 // ---- errors, in plain words ----------------------------------------------------
 function showError(text) {
@@ -46,7 +48,15 @@ const live = {
   capture: document.createElement("canvas"),
   inFlight: false, sentAt: 0, paused: false,
   rttFps: 0, lastAnswer: 0,
+  history: [],  // {t, fps, latency} of the last SPARK_SECONDS
 };
+
+function streamUrl() {
+  // ws(s)://<this page's host and path>/ws/stream, whatever prefix a proxy put the page under.
+  const url = new URL("ws/stream", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
 
 function setLiveControls(running) {
   $("set-reference").disabled = !running;
@@ -95,12 +105,12 @@ async function startStreaming() {
     showError(`The video could not play: ${error.message}`);
     return;
   }
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/stream`);
+  const socket = new WebSocket(streamUrl());
   socket.binaryType = "blob";
   live.socket = socket;
   live.paused = false;
   live.inFlight = false;
+  live.history = [];
   socket.addEventListener("open", () => {
     setLiveControls(true);
     sendSettings();
@@ -138,6 +148,9 @@ function sendSettings() {
     threshold: Number.isFinite(threshold) ? threshold : null,
     max_matches: Number.isFinite(maxMatches) ? maxMatches : null,
     size: MAX_SIDE,
+    lines: $("show-lines").checked,
+    points: $("show-points").checked,
+    outline: $("show-outline").checked,
   });
 }
 
@@ -171,16 +184,46 @@ setInterval(() => {
   }
 }, 500);
 
-function answered() {
+function answered(withResult) {
   const now = performance.now();
   if (live.lastAnswer) {
     const fps = 1000 / (now - live.lastAnswer);
     live.rttFps = live.rttFps ? 0.8 * live.rttFps + 0.2 * fps : fps;
     $("rtt-fps").textContent = live.rttFps.toFixed(1);
   }
+  if (withResult) {
+    live.history.push({ t: now, fps: live.rttFps, latency: now - live.sentAt });
+    while (live.history.length && now - live.history[0].t > SPARK_SECONDS * 1000) live.history.shift();
+    drawSparkline();
+  }
   live.lastAnswer = now;
   live.inFlight = false;
   requestAnimationFrame(sendFrame);
+}
+
+// FPS (blue) and latency (orange) over the last SPARK_SECONDS, each on its own scale.
+function drawSparkline() {
+  const canvas = $("sparkline"), context = canvas.getContext("2d");
+  const width = canvas.width, height = canvas.height, now = performance.now();
+  context.clearRect(0, 0, width, height);
+  const points = live.history;
+  if (points.length < 2) return;
+  const series = [["fps", "#1f5fbf"], ["latency", "#c0560f"]];
+  const ranges = {};
+  for (const [key, colour] of series) {
+    const top = Math.max(...points.map((p) => p[key])) * 1.1 || 1;
+    ranges[key] = top;
+    context.strokeStyle = colour;
+    context.lineWidth = 2;
+    context.beginPath();
+    points.forEach((p, i) => {
+      const x = width - ((now - p.t) / (SPARK_SECONDS * 1000)) * width;
+      const y = height - 2 - (p[key] / top) * (height - 4);
+      if (i === 0) context.moveTo(x, y); else context.lineTo(x, y);
+    });
+    context.stroke();
+  }
+  $("spark-range").textContent = `top: ${ranges.fps.toFixed(0)} FPS, ${ranges.latency.toFixed(0)} ms`;
 }
 
 function onSocketMessage(event) {
@@ -197,16 +240,19 @@ function onSocketMessage(event) {
       $("server-fps").textContent = message.server_fps.toFixed(1);
       $("inference-ms").textContent = message.inference_ms.toFixed(1);
       $("num-matches").textContent = message.num_matches;
+      $("num-inliers").textContent = message.num_inliers;
+      $("tracking").textContent = message.homography ? "tracking" : "lost";
+      $("tracking").className = message.homography ? "good" : "bad";
       $("frames-dropped").textContent = message.frames_dropped;
       // The server draws this frame's overlay while it matches the next one.
-      answered();
+      answered(true);
       break;
     case "error":
       showError(socketErrorText(message));
-      if (message.frame_id !== undefined) answered();
+      if (message.frame_id !== undefined) answered(false);
       break;
     case "skipped":
-      answered();
+      answered(false);
       break;
     case "reference_set":
       $("live-status").textContent = `reference: frame ${message.frame_id ?? "next"}`;
@@ -228,6 +274,10 @@ function togglePause() {
   $("pause").textContent = live.paused ? "Resume (p)" : "Pause (p)";
   if (!live.paused) { live.inFlight = false; sendFrame(); }
 }
+function toggle(id) {
+  $(id).checked = !$(id).checked;
+  sendSettings();
+}
 
 $("start-camera").addEventListener("click", startCamera);
 $("video-file").addEventListener("change", (event) => {
@@ -237,30 +287,111 @@ $("video-file").addEventListener("change", (event) => {
 $("set-reference").addEventListener("click", setReference);
 $("pause").addEventListener("click", togglePause);
 $("stop").addEventListener("click", stopStreaming);
-$("live-threshold").addEventListener("change", sendSettings);
-$("live-max-matches").addEventListener("change", sendSettings);
+for (const id of ["live-threshold", "live-max-matches", "show-lines", "show-points", "show-outline"])
+  $(id).addEventListener("change", sendSettings);
+const KEYS = { s: setReference, p: togglePause, l: () => toggle("show-lines"),
+               d: () => toggle("show-points"), o: () => toggle("show-outline") };
 document.addEventListener("keydown", (event) => {
   if (event.target.closest("input, select, textarea") || $("live").hidden) return;
-  if (event.key === "s") setReference();
-  else if (event.key === "p") togglePause();
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const action = KEYS[event.key];
+  if (action) action();
 });
 
 // ---- upload tab -----------------------------------------------------------------
 let downloadUrl = null;
 
-async function post(path, params, form) {
-  const response = await fetch(`${path}?${params}`, { method: "POST", body: form });
-  if (!response.ok) {
-    let body = null;
-    try { body = await response.json(); } catch (_) { /* not JSON */ }
-    throw new Error(httpErrorText(response.status, body));
+// Put files into the two inputs: two files fill a and b; one fills the first empty slot
+// (a when both are taken). Drag-and-drop, paste and the example button all come here.
+function setFiles(files) {
+  const images = [...files].filter((file) => file.type.startsWith("image/"));
+  if (!images.length) { showError("That was not an image; drop or paste JPEG, PNG or WebP files."); return; }
+  const slots = images.length >= 2 ? ["image-a", "image-b"]
+    : [!$("image-a").files.length ? "image-a" : !$("image-b").files.length ? "image-b" : "image-a"];
+  slots.forEach((id, i) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(images[i]);
+    $(id).files = transfer.files;
+  });
+  clearError();
+  showChosen();
+}
+
+function showChosen() {
+  const name = (id) => ($(id).files[0] ? $(id).files[0].name : "none yet");
+  $("chosen").textContent = `a: ${name("image-a")} · b: ${name("image-b")}`;
+}
+
+const dropZone = $("drop-zone");
+for (const kind of ["dragenter", "dragover"])
+  dropZone.addEventListener(kind, (event) => { event.preventDefault(); dropZone.classList.add("over"); });
+for (const kind of ["dragleave", "drop"])
+  dropZone.addEventListener(kind, () => dropZone.classList.remove("over"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  setFiles(event.dataTransfer.files);
+});
+document.addEventListener("paste", (event) => {
+  if ($("upload").hidden || !event.clipboardData) return;
+  const files = [...event.clipboardData.items].filter((item) => item.kind === "file").map((item) => item.getAsFile());
+  if (files.length) { event.preventDefault(); setFiles(files); }
+});
+$("image-a").addEventListener("change", showChosen);
+$("image-b").addEventListener("change", showChosen);
+
+$("example-button").addEventListener("click", async () => {
+  clearError();
+  try {
+    const files = await Promise.all(["sign_a.jpg", "sign_b.jpg"].map(async (name) => {
+      const response = await fetch(`static/examples/${name}`);
+      if (!response.ok) throw new Error(`the example ${name} is missing (${response.status})`);
+      return new File([await response.blob()], name, { type: "image/jpeg" });
+    }));
+    setFiles(files);
+  } catch (error) {
+    showError(`Could not load the example: ${error.message}`);
+    return;
   }
-  return response;
+  $("upload-form").requestSubmit();
+});
+
+function showResult(result, ransac) {
+  const inliers = result.num_inliers === null ? "" : `, ${result.num_inliers} inliers`;
+  $("upload-summary").textContent =
+    `${result.num_matches} matches${inliers} in ${result.timings_ms.total.toFixed(0)} ms ` +
+    `(inference ${result.timings_ms.inference.toFixed(0)} ms, ${result.backend})`;
+  $("upload-matches").textContent = result.num_matches;
+  $("upload-inliers").textContent = result.num_inliers === null ? "–" : result.num_inliers;
+  $("upload-total-ms").textContent = result.timings_ms.total.toFixed(0);
+  $("upload-inference-ms").textContent = result.timings_ms.inference.toFixed(0);
+  $("upload-stats").hidden = false;
+  $("homography").hidden = result.homography === null;
+  if (result.homography) {
+    const label = ransac === "fundamental" ? "fundamental matrix" : "homography a → b";
+    $("homography").textContent = `${label}:\n` +
+      result.homography.map((row) => row.map((v) => v.toPrecision(6).padStart(14)).join(" ")).join("\n");
+  }
+  $("match-overlay").src = `data:image/png;base64,${result.overlay_png}`;
+  $("overlay-caption").textContent = result.inliers === null
+    ? "matches: colour follows the position in a"
+    : "matches: colour follows the position in a; red: outliers of the fitted geometry";
+  if (result.warp_png) $("warp-overlay").src = `data:image/png;base64,${result.warp_png}`;
+  else { $("warp-overlay").removeAttribute("src"); showError("No homography was found between the two images."); }
+  // The download holds the matches, not the pictures.
+  const { overlay_png: _o, warp_png: _w, ...matches } = result;
+  if (downloadUrl) URL.revokeObjectURL(downloadUrl);
+  downloadUrl = URL.createObjectURL(new Blob([JSON.stringify(matches, null, 1)], { type: "application/json" }));
+  $("download-json").href = downloadUrl;
+  $("download-json").hidden = false;
 }
 
 $("upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearError();
+  if (!$("image-a").files.length || !$("image-b").files.length) {
+    showError("Choose two images first (or drop, paste, or try the example).");
+    return;
+  }
   const form = new FormData();
   form.append("a", $("image-a").files[0]);
   form.append("b", $("image-b").files[0]);
@@ -268,38 +399,25 @@ $("upload-form").addEventListener("submit", async (event) => {
     threshold: $("threshold").value || "0.2",
     ransac: $("ransac").value,
     ransac_threshold: $("ransac-threshold").value || "3",
+    draw: $("draw").value,
+    include: "overlay,warp",  // everything from one model run
   });
   if ($("max-matches").value) params.set("max_matches", $("max-matches").value);
-  const button = $("match-button");
-  button.disabled = true;
+  const buttons = [$("match-button"), $("example-button")];
+  buttons.forEach((button) => { button.disabled = true; });
   $("upload-summary").textContent = "matching…";
   try {
-    const result = await (await post("/match", params, form)).json();
-    const pngParams = new URLSearchParams(params);
-    pngParams.set("format", "png");
-    const overlay = await (await post("/match", pngParams, form)).blob();
-    $("match-overlay").src = URL.createObjectURL(overlay);
-    const inliers = result.num_inliers === null ? "" : `, ${result.num_inliers} inliers`;
-    $("upload-summary").textContent =
-      `${result.num_matches} matches${inliers} in ${result.timings_ms.total.toFixed(0)} ms ` +
-      `(inference ${result.timings_ms.inference.toFixed(0)} ms, ${result.backend})`;
-    $("homography").hidden = result.homography === null;
-    if (result.homography) {
-      const label = params.get("ransac") === "fundamental" ? "fundamental matrix" : "homography a → b";
-      $("homography").textContent = `${label}:\n` +
-        result.homography.map((row) => row.map((v) => v.toPrecision(6).padStart(14)).join(" ")).join("\n");
+    const response = await fetch(`match?${params}`, { method: "POST", body: form });
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch (_) { /* not JSON */ }
+      throw new Error(httpErrorText(response.status, body));
     }
-    if (downloadUrl) URL.revokeObjectURL(downloadUrl);
-    downloadUrl = URL.createObjectURL(new Blob([JSON.stringify(result, null, 1)], { type: "application/json" }));
-    $("download-json").href = downloadUrl;
-    $("download-json").hidden = false;
-    const registered = await (await post("/register", params, form)).json();
-    if (registered.overlay_png) $("warp-overlay").src = `data:image/png;base64,${registered.overlay_png}`;
-    else { $("warp-overlay").removeAttribute("src"); showError("No homography was found between the two images."); }
+    showResult(await response.json(), params.get("ransac"));
   } catch (error) {
     $("upload-summary").textContent = "";
     showError(error.message === "Failed to fetch" ? "Could not reach the server." : error.message);
   } finally {
-    button.disabled = false;
+    buttons.forEach((button) => { button.disabled = false; });
   }
 });

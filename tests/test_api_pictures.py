@@ -141,3 +141,16 @@ def test_stream_reference_lost_has_no_homography(client):
         result, overlay = stream_result(ws)
         assert result["homography"] is None and result["num_inliers"] < MIN_INLIERS
         assert overlay.shape == (288, 768, 3)
+
+
+def test_page_urls_are_relative_and_the_host_is_not_reflected(client):
+    page = client.get("/", headers={"host": "evil.example:8000"}).text
+    assert "evil.example" not in page and "http://" not in page and "https://" not in page
+    assert 'href="static/style.css"' in page and 'src="static/app.js"' in page
+    # Nothing inline that a Content-Security-Policy of default-src 'self' would refuse.
+    assert "style=" not in page and "<script>" not in page.replace(" ", "") and "onclick" not in page
+    examples = ("static/examples/sign_a.jpg", "static/examples/sign_b.jpg")
+    for asset in ("static/style.css", "static/app.js", *examples):
+        response = client.get(f"/{asset}")
+        assert response.status_code == 200 and len(response.content) > 0
+    assert len(client.get("/static/examples/sign_a.jpg").content) < 150_000
