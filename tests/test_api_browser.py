@@ -251,7 +251,7 @@ def test_one_click_on_match_is_one_model_request(open_page, screenshots):
     page.set_input_files("#image-a", str(a))
     page.set_input_files("#image-b", str(b))
     requests: list = []
-    page.on("request", lambda request: requests.append(request))
+    page.on("request", lambda request: requests.append(request))  # noqa: PLW0108 (a bound builtin is refused)
     with page.expect_response(lambda response: "/match" in response.url) as answer:
         page.click("#match-button")
     body = answer.value.json()
@@ -279,7 +279,7 @@ def test_example_button_at_phone_width(open_page, screenshots):
     page = open_page(375)
     page.click("#tab-upload")
     requests: list = []
-    page.on("request", lambda request: requests.append(request))
+    page.on("request", lambda request: requests.append(request))  # noqa: PLW0108 (a bound builtin is refused)
     page.click("#example-button")
     page.wait_for_function("() => document.getElementById('warp-overlay').naturalWidth > 0", timeout=60_000)
     page.wait_for_timeout(500)
