@@ -195,9 +195,9 @@ def run_service(
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build_application(settings, options), name=APP_NAME, route_prefix="/")
-        on_ready(
-            f"coarse-loftr on Ray Serve at http://{host}:{port} (replicas: {', '.join(replica_names())})"
-        )
+        replicas = ", ".join(replica_names())
+        ray_at = ray.get_runtime_context().gcs_address
+        on_ready(f"coarse-loftr on Ray Serve at http://{host}:{port} (Ray at {ray_at}; replicas: {replicas})")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

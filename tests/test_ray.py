@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,7 +43,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_server(tmp_path_factory):
-    """`coarse-loftr serve --ray --replicas 2` in its own process group; yields its URL."""
+    """`coarse-loftr serve --ray --replicas 2` in its own process group; yields its URL and
+    the address of the Ray it started."""
     port = free_port()
     log = tmp_path_factory.mktemp("ray") / "serve.log"
     with log.open("w") as out:
@@ -62,7 +64,8 @@ def ray_server(tmp_path_factory):
             assert time.monotonic() - start < STARTUP_S, "not up in time:\n" + log.read_text()[-3000:]
             time.sleep(1)
         print(f"serve --ray up in {time.monotonic() - start:.1f} s")
-        yield f"http://127.0.0.1:{port}"
+        ray_address = re.search(r"Ray at (\S+);", log.read_text()).group(1)
+        yield f"http://127.0.0.1:{port}", ray_address
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -78,6 +81,7 @@ def post_match(url: str, a: bytes, b: bytes) -> httpx.Response:
 
 
 def test_concurrent_requests_are_spread_over_both_replicas(ray_server):
+    ray_server, _ = ray_server
     a, b = pair_bytes("0001")
     with ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda _: post_match(ray_server, a, b), range(12)))
@@ -93,6 +97,7 @@ def test_concurrent_requests_are_spread_over_both_replicas(ray_server):
 
 
 def test_same_routes_page_errors_and_stream_as_the_plain_app(ray_server):
+    ray_server, _ = ray_server
     from coarse_loftr.api import ServiceSettings, create_app
 
     served = httpx.get(f"{ray_server}/openapi.json").json()
@@ -127,10 +132,12 @@ def test_same_routes_page_errors_and_stream_as_the_plain_app(ray_server):
 def test_a_replica_killed_mid_load_is_replaced(ray_server):
     import ray
 
+    ray_server, ray_address = ray_server
     from coarse_loftr.api.ray_serve import replica_actor, replica_names
     from coarse_loftr.inference.batch.ray_pool import connect
 
-    connect("auto")  # join the server's Ray as a second driver
+    assert ray_address.startswith("127.0.0.1:")  # a local Ray listens on loopback only
+    connect(ray_address)  # join the server's Ray as a second driver
     try:
         before = replica_names()
         assert len(before) == 2

@@ -45,7 +45,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     (and so should stop it)."""
     if ray.is_initialized():
         return False
-    if address in (None, "local", "auto") or address.split(":")[0] in ("127.0.0.1", "localhost"):
+    if address in (None, "local") or address.split(":")[0] in ("127.0.0.1", "localhost"):
         # Ray turns 127.0.0.1 into the machine's network address unless it believes it
         # runs on a laptop (Windows / macOS): say so, for this process and the raylet,
         # GCS and workers it starts, so that a local Ray listens and is reached on
