@@ -26,6 +26,9 @@ PUBLISHED_STUDENT_KEYS = DATA / "coarse_loftr_trt_student_keys.tsv"
 #: The same for LoFTR's outdoor_ds.ckpt, written from kornia's LoFTR (an implementation
 #: independent of ours that loads that checkpoint), with the Lightning `matcher.` prefix.
 LOFTR_OUTDOOR_KEYS = DATA / "loftr_outdoor_ds_keys.tsv"
+#: The ONNX ops TensorRT 10's ONNX parser supports, one a line (onnx-tensorrt's
+#: docs/operators.md for 10.x): an independent check of the exporter's allow-list.
+TENSORRT10_OPS = DATA / "tensorrt10_onnx_ops.txt"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EVAL_DEV_MANIFEST = SHARED / "data" / "eval-dev" / "manifest.json"
