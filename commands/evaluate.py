@@ -149,6 +149,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N pairs")
     parser.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="only every K-th pair (after --limit): a subset spread over a manifest ordered by "
+        "difficulty, for slow methods (default 1: all)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
@@ -261,10 +269,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    if args.every < 1:
+        raise CommandError(f"--every must be at least 1, got {args.every}")
     if not 0.0 <= args.threshold <= 1.0:
         raise CommandError(f"--threshold must be within [0, 1], got {args.threshold}")
     try:
-        pairs = load_manifest(args.manifest, limit=args.limit)
+        pairs = load_manifest(args.manifest, limit=args.limit)[:: args.every]
     except ManifestError as error:
         raise CommandError(str(error)) from None
     try:

