@@ -4,6 +4,7 @@ and its engine cache key is tested on its own."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import subprocess
 import sys
@@ -14,9 +15,18 @@ import onnx
 import pytest
 import torch
 
+from coarse_loftr.commands import build_engine as build_engine_command
+from coarse_loftr.commands import main
 from coarse_loftr.inference.backends import BackendUnavailable, available_backends, create_backend
 from coarse_loftr.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-from coarse_loftr.inference.backends.tensorrt_backend import build_engine, engine_cache_key, tensorrt_status
+from coarse_loftr.inference.backends.tensorrt_backend import (
+    DEFAULT_FP16,
+    TensorRtBackend,
+    build_engine,
+    engine_cache_key,
+    engine_cache_path,
+    tensorrt_status,
+)
 from coarse_loftr.inference.benchmark import synthetic_pair
 from coarse_loftr.inference.config import get_preset
 from coarse_loftr.inference.export import export_onnx
@@ -91,6 +101,30 @@ def test_engine_cache_key_follows_onnx_gpu_version_precision(student):
     assert key not in others and len(others) == 4
 
 
+def test_build_engine_defaults_to_the_engine_the_backend_looks_up(student, monkeypatch, capsys):
+    """`coarse-loftr build-engine M.onnx` with no options builds the precision that
+    `TensorRtBackend(M.onnx)` (what `create_backend("tensorrt")` makes) asks for, so the
+    backend finds that engine in the cache. TensorRT cannot run here: the command's call
+    into the builder is recorded instead of made."""
+    calls = []
+
+    def record(onnx_path, **options):
+        calls.append(options)
+        return onnx_path  # the command prints the file's size: any existing file will do
+
+    monkeypatch.setattr(build_engine_command, "build_engine", record)
+    assert main(["build-engine", str(student[0])]) == 0
+    assert "ready in" in capsys.readouterr().out
+    (options,) = calls
+    backend_fp16 = inspect.signature(TensorRtBackend).parameters["fp16"].default
+    assert options["fp16"] == backend_fp16 == DEFAULT_FP16
+    assert inspect.signature(build_engine).parameters["fp16"].default == backend_fp16
+    gpu, version = "NVIDIA H100", "10.3.0"
+    assert engine_cache_path(student[0], gpu, version, options["fp16"]) == engine_cache_path(
+        student[0], gpu, version, backend_fp16
+    )
+
+
 def test_bad_inputs_get_clear_errors(student, pair):
     backend = OnnxRuntimeBackend(student[0], num_threads=1)
     with pytest.raises(ValueError, match=r"image0 has shape \(1, 1, 480, 640\).*\(1, 1, 240, 320\)"):
@@ -117,12 +151,13 @@ def test_onnx_without_metadata_is_refused(student, tmp_path):
 
 
 def test_runtime_modules_do_not_import_torch():
+    modules = ["backends", "backends.onnxruntime_backend", "backends.tensorrt_backend", "benchmark", "flops"]
     code = (
-        "import sys, inference.backends, inference.backends.onnxruntime_backend, "
-        "inference.backends.tensorrt_backend, inference.benchmark, inference.flops; "
+        f"import sys, {', '.join(f'coarse_loftr.inference.{name}' for name in modules)}; "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    # The installed package, not the checkout's folders by their bare names.
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent / "data")
 
 
 def test_closed_matcher_frees_its_backend_and_says_so(student):
