@@ -154,18 +154,18 @@ def build_application(settings: ServiceSettings, options: RayOptions) -> serve.A
                 "target_ongoing_requests": 1,
             }
         }
-    matcher = serve.deployment(MatcherReplica).options(
+    matcher = serve.deployment(
         name=MATCHER_DEPLOYMENT,
         ray_actor_options={"num_cpus": options.replica_cpus},
         max_ongoing_requests=MAX_ONGOING,
         max_queued_requests=settings.queue_size,
         **scale,
-    )
+    )(MatcherReplica)
     # The ingress only decodes, fits and draws between the event loop and the thread
     # pool: it takes no CPU reservation, so N one-CPU replicas fit on N cores.
-    ingress = serve.deployment(Ingress).options(
+    ingress = serve.deployment(
         name=INGRESS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256
-    )
+    )(Ingress)
     return ingress.bind(settings, matcher.bind(settings))
 
 

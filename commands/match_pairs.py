@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from coarse_loftr.commands import CommandError, size_arg
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         from coarse_loftr.inference.batch.colmap import reconstruct, write_database
         from coarse_loftr.inference.batch.pairs import read_pairs
-        from coarse_loftr.inference.batch.runner import LocalPool, MatchSettings, run_pairs
+        from coarse_loftr.inference.batch.runner import LocalPool, MatchSettings, Pool, run_pairs
         from coarse_loftr.inference.batch.store import MatchStore, read_outcomes
     except ImportError as error:
         extra = 'pip install "coarse-loftr[distributed]"'
@@ -87,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
             from coarse_loftr.inference.batch.ray_pool import RayPool, connect
 
             started_ray = connect(args.ray)
-            pool = RayPool(settings, actors=args.actors, actor_cpus=args.actor_cpus)
-            where = f"{len(pool.actors)} Ray actors"
+            ray_pool = RayPool(settings, actors=args.actors, actor_cpus=args.actor_cpus)
+            pool: Pool = ray_pool
+            where = f"{len(ray_pool.actors)} Ray actors"
         else:
             pool = LocalPool(settings)
             where = "this process"
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
             ray.shutdown()
     seconds = time.perf_counter() - ready
-    report = {
+    report: dict[str, Any] = {
         "pairs": summary.total,
         "skipped": summary.skipped,
         "matched": summary.matched,

@@ -79,7 +79,8 @@ class RayPool:
             settings = MatchSettings(**{**settings.__dict__, "num_threads": max(1, int(actor_cpus))})
         self.settings = settings
         count = actors or max(1, int(ray.cluster_resources().get("CPU", 1) // actor_cpus))
-        self.actors = [PairActor.options(num_cpus=actor_cpus).remote(settings) for _ in range(count)]
+        actor_class = PairActor.options(num_cpus=actor_cpus)  # type: ignore[attr-defined]
+        self.actors = [actor_class.remote(settings) for _ in range(count)]
         self.in_flight = in_flight or 2 * count
         # Every model loaded before the first pair: a bad --weights fails here, once.
         ray.get([actor.ready.remote() for actor in self.actors])

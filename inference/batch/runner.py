@@ -63,8 +63,8 @@ def read_job(image_dir: Path, pair: Pair) -> PairJob:
 
 def match_job(matcher: Matcher, job: PairJob, settings: MatchSettings) -> PairOutcome:
     """Decode, match and fit one pair; any failure becomes a `PairOutcome` with its reason."""
-    if job.error is not None:
-        return PairOutcome.failed(job.pair, settings.ransac, job.error)
+    if job.error is not None or job.data0 is None or job.data1 is None:
+        return PairOutcome.failed(job.pair, settings.ransac, job.error or "no image data")
     try:
         images = []
         for name, data in ((job.pair.name0, job.data0), (job.pair.name1, job.data1)):
@@ -74,8 +74,10 @@ def match_job(matcher: Matcher, job: PairJob, settings: MatchSettings) -> PairOu
                 raise CoarseLoftrError(f"{name}: {error}") from None
         result = matcher.match(images[0], images[1], **settings.options)
         fit = estimate_homography if settings.ransac == "homography" else estimate_fundamental
-        overrides = {} if settings.ransac_threshold is None else {"threshold_px": settings.ransac_threshold}
-        geometry = fit(result, **overrides)
+        if settings.ransac_threshold is None:
+            geometry = fit(result)
+        else:
+            geometry = fit(result, threshold_px=settings.ransac_threshold)
     except CoarseLoftrError as error:
         return PairOutcome.failed(job.pair, settings.ransac, str(error))
     except Exception as error:  # one bad pair must not stop thousands: record it

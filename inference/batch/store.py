@@ -113,9 +113,14 @@ def read_outcomes(path: Path) -> Iterator[PairOutcome]:
                     group["inliers"][()],
                     group["geometry"][()] if "geometry" in group else None,
                     str(attrs["ransac"]),
-                    tuple(int(v) for v in attrs["image_size0"]),
-                    tuple(int(v) for v in attrs["image_size1"]),
+                    _size(attrs["image_size0"]),
+                    _size(attrs["image_size1"]),
                 )
+
+
+def _size(value) -> tuple[int, int]:
+    width, height = (int(v) for v in value)
+    return width, height
 
 
 def _pair_groups(file: h5py.File) -> Iterator[tuple[str, h5py.Group]]:
