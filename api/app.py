@@ -19,9 +19,13 @@ from coarse_loftr.inference import Matcher
 from coarse_loftr.inference.paths import STATIC_DIR, TEMPLATES_DIR
 from coarse_loftr.inference.weights import resolve_weights
 
+from . import metrics as metrics_routes
 from . import routes, websocket
+from .docs import install_docs
 from .engine import Engine, LocalEngine, ReplicaHeader
-from .errors import error_response, install_error_handlers
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import BodyLimit, RequestContext
 from .service import Service
 from .settings import ServiceSettings
 
@@ -31,26 +35,6 @@ def _version() -> str:
         return version("coarse-loftr")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-class BodyLimit:
-    """Refuse an upload whose Content-Length already exceeds two images' byte limit,
-    before the multipart parser spools it (ASGI middleware)."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                response = error_response(
-                    413,
-                    "request_too_large",
-                    f"the request has {int(length)} bytes; the limit is {self.max_bytes}",
-                )
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
 
 
 def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
@@ -74,6 +58,7 @@ def create_app(
     loading them; the stream uses `matcher` when only that one is given; engine_factory:
     builds, in the lifespan, the engine to match with instead of matchers in this process."""
     settings = settings or ServiceSettings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -85,7 +70,7 @@ def create_app(
             else:
                 uploads, live = matcher, live_matcher or matcher
             engine = LocalEngine(uploads, live, settings.queue_size)
-        app.state.service = Service(settings, engine)
+        app.state.service = Service(settings, engine, metrics)
         try:
             yield
         finally:
@@ -95,15 +80,24 @@ def create_app(
         title="coarse-loftr",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
         description="Detector-free local feature matching (a distilled coarse LoFTR): "
         "matches, homographies and a live WebSocket stream.",
     )
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # A redirect to the slash-less path would be built from the Host header.
+    app.router.redirect_slashes = False
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(routes.router)
     app.include_router(websocket.router)
+    app.include_router(metrics_routes.router)
     # Two images plus the multipart framing.
-    app.add_middleware(BodyLimit, max_bytes=2 * settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(
+        BodyLimit, max_bytes=2 * settings.max_upload_bytes + 64 * 1024, timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(ReplicaHeader)
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: every answer has its headers
     return app

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +61,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux), MB."""
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    """Resident memory of a process (Linux), MB; key="VmHWM": its peak so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -178,9 +181,20 @@ def compare_with_bare(report: dict, before: dict, after: dict) -> dict:
     return {"bare_matcher": {**bare, "before": before, "after": after}, "vs_bare": ratios}
 
 
-def start_server(weights: str, port: int, threads: int | None, queue_size: int) -> subprocess.Popen:
+def start_server(
+    weights: str,
+    port: int,
+    threads: int | None,
+    queue_size: int,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> subprocess.Popen:
+    """`coarse-loftr serve` on 127.0.0.1:`port` in a child process; extra: more `serve`
+    options; env: variables added to this process's environment (COARSE_LOFTR_*);
+    python: the interpreter (another checkout's environment, to measure it)."""
     command = [
-        sys.executable,
+        python,
         "-m",
         "coarse_loftr",
         "serve",
@@ -195,7 +209,33 @@ def start_server(weights: str, port: int, threads: int | None, queue_size: int) 
     ]
     if threads:
         command += ["--threads", str(threads)]
-    return subprocess.Popen(command)
+    return subprocess.Popen([*command, *extra], env={**os.environ, **(env or {})})
+
+
+@contextmanager
+def running_server(
+    weights: str | Path,
+    *extra: str,
+    threads: int | None = 1,
+    queue_size: int = 8,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A healthy real server for the duration of a `with`: (its URL, its process). It is
+    stopped (SIGTERM) at the end unless it already exited."""
+    url = f"http://127.0.0.1:{free_port()}"
+    process = start_server(str(weights), int(url.rsplit(":", 1)[1]), threads, queue_size, extra, env, python)
+    try:
+        wait_healthy(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
 
 
 def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 60.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from coarse_loftr.inference import draw_matches, estimate_fundamental, estimate_homography, warp_blend
 from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
 
+from .budget import Reservation
 from .errors import ApiError, responses
 from .schemas import (
     DrawStyle,
@@ -38,6 +40,13 @@ _PNG = {"content": {"image/png": {}}, "description": "the overlay image (format=
 
 def get_service(request: Request) -> Service:
     return request.app.state.service
+
+
+async def reservation(service: Annotated[Service, Depends(get_service)]) -> AsyncIterator[Reservation]:
+    """The request's share of the memory budget, released when the request is done (an
+    async dependency: the budget is only touched on the event loop)."""
+    with service.budget.reservation() as held:
+        yield held
 
 
 @dataclass(frozen=True)
@@ -124,22 +133,34 @@ class _Run:
         )
 
 
-async def _decode_and_match(service: Service, a: UploadFile, b: UploadFile, options: MatchOptions) -> _Run:
+async def _decode_and_match(
+    service: Service, a: UploadFile, b: UploadFile, options: MatchOptions, held: Reservation, reduce: bool
+) -> _Run:
+    """reduce: only points are answered, so a large JPEG may decode at reduced scale
+    (the points are mapped back to its full-resolution pixels); pictures need it whole."""
     start = time.perf_counter()
     for name, upload in (("a", a), ("b", b)):
         if upload.size is not None:
             service.check_size(name, upload.size)
+    # The parser spooled the parts to disk; reading them into memory is admitted too.
+    service.admit(held, (a.size or 0) + (b.size or 0))
     data_a, data_b = await a.read(), await b.read()
-    image0, image1 = await asyncio.gather(service.decode("a", data_a), service.decode("b", data_b))
+    needed = service.matcher.input_size if reduce else None
+    decoded0, decoded1 = await service.decode(held, [("a", data_a), ("b", data_b)], needed)
     decoded = time.perf_counter()
     result, inference_ms = await service.match(
-        image0, image1, threshold=options.threshold, max_matches=options.max_matches, refine=options.refine
+        decoded0.image,
+        decoded1.image,
+        threshold=options.threshold,
+        max_matches=options.max_matches,
+        refine=options.refine,
     )
-    return _Run(image0, image1, result, inference_ms, start, decoded, time.perf_counter())
+    result = service.full_resolution(result, decoded0, decoded1)
+    return _Run(decoded0.image, decoded1.image, result, inference_ms, start, decoded, time.perf_counter())
 
 
-def _size(image: np.ndarray) -> ImageSize:
-    return ImageSize(width=image.shape[1], height=image.shape[0])
+def _size(size: tuple[int, int]) -> ImageSize:
+    return ImageSize(width=size[0], height=size[1])
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -176,10 +197,11 @@ async def match(
     b: UploadB,
     options: Annotated[MatchOptions, Depends(match_options)],
     service: Annotated[Service, Depends(get_service)],
+    held: Annotated[Reservation, Depends(reservation)],
 ):
     """Match two images. JSON by default, with `include=overlay,warp` the pictures too (one
     model run for everything); `format=png` answers the side-by-side overlay alone."""
-    run = await _decode_and_match(service, a, b, options)
+    run = await _decode_and_match(service, a, b, options, held, reduce=not (options.png or options.include))
     image0, image1, result = run.image0, run.image1, run.result
 
     def postprocess():
@@ -220,8 +242,8 @@ async def match(
         keypoints0=result.keypoints0.tolist(),
         keypoints1=result.keypoints1.tolist(),
         confidence=result.confidence.tolist(),
-        image_size0=_size(image0),
-        image_size1=_size(image1),
+        image_size0=_size(result.image_size0),
+        image_size1=_size(result.image_size1),
         homography=_matrix(geometry),
         inliers=None if geometry is None else np.asarray(geometry.inliers, bool).tolist(),
         num_inliers=None if geometry is None else int(geometry.num_inliers),
@@ -244,10 +266,11 @@ async def register(
     b: UploadB,
     options: Annotated[MatchOptions, Depends(match_options)],
     service: Annotated[Service, Depends(get_service)],
+    held: Annotated[Reservation, Depends(reservation)],
 ):
     """Fit a homography from a to b and blend a, warped, over b. The `ransac` option is
     ignored (always a homography); `format=png` answers the blended image itself."""
-    run = await _decode_and_match(service, a, b, options)
+    run = await _decode_and_match(service, a, b, options, held, reduce=False)
     image0, image1, result = run.image0, run.image1, run.result
 
     def postprocess():
@@ -269,8 +292,8 @@ async def register(
         homography=_matrix(geometry),
         num_matches=len(result.confidence),
         num_inliers=int(geometry.num_inliers),
-        image_size0=_size(image0),
-        image_size1=_size(image1),
+        image_size0=_size(result.image_size0),
+        image_size1=_size(result.image_size1),
         overlay_png=_base64(overlay),
         timings_ms=run.timings(),
         model=result.model,
@@ -296,7 +319,7 @@ async def info(request: Request, service: Annotated[Service, Depends(get_service
         backend=service.backend_name,
         version=request.app.version,
         max_upload_bytes=service.settings.max_upload_bytes,
-        max_pixels=service.settings.max_pixels,
+        max_image_bytes=service.settings.max_image_bytes,
         replicas=await service.engine.replicas(),
     )
 

@@ -109,7 +109,7 @@ class InfoResponse(BaseModel):
     backend: str
     version: str
     max_upload_bytes: int
-    max_pixels: int
+    max_image_bytes: int = Field(description="per image, decoded bytes (width * height * bytes per pixel)")
     replicas: list[str] = Field(
         description="replicas that match requests (the X-Replica values): 'local' in one process, "
         "the Ray Serve replica ids with `serve --ray`"
@@ -121,3 +121,6 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="a stable code, e.g. 'image_too_large'")
     detail: str = Field(description="what went wrong, in plain words")
+    request_id: str | None = Field(
+        None, description="the answer's X-Request-ID: quote it when reporting a problem (the log has details)"
+    )

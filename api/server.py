@@ -9,6 +9,7 @@ What uvicorn alone does not do:
 - **Exit status 0 after SIGTERM.** uvicorn drains the requests in flight, then re-raises
   the signal, so the process dies with 143, which supervisors read as a crash. Here a
   SIGTERM that was drained gracefully exits 0 (SIGINT keeps its usual meaning).
+- **A path prefix** (`root_path`) for a reverse proxy that strips it.
 - **Logs** as JSON lines (or plain text) with the request id (`api.logs`).
 """
 
@@ -94,6 +95,9 @@ def serve(app: FastAPI, settings: ServiceSettings, host: str, port: int, log_lev
         log_level=log_level,
         log_config=log_config(settings.log_format, log_level),
         access_log=False,  # the service logs one `request` line per answer, with its id
+        # The proxy strips the prefix; uvicorn puts it back in front of each path and in
+        # root_path, so routes match and the OpenAPI `servers` name the public prefix.
+        root_path=settings.root_path,
         http=header_timeout_protocol(settings.header_timeout_s),
         ws_max_size=4 * settings.ws_max_frame_bytes,
         ws_per_message_deflate=False,

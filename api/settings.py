@@ -7,9 +7,12 @@ Every field reads `COARSE_LOFTR_<FIELD>` (e.g. `COARSE_LOFTR_MAX_UPLOAD_BYTES=50
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coarse_loftr.inference.io import MAX_IMAGE_BYTES
 
 
 class ServiceSettings(BaseSettings):
@@ -27,10 +30,17 @@ class ServiceSettings(BaseSettings):
         None, ge=1, description="intra-op threads of the backend; None: its default"
     )
 
-    # Uploads. Bytes are checked while reading; pixels from the header, before decoding
-    # (a tiny PNG may claim 50000 x 50000 pixels).
-    max_upload_bytes: int = Field(20_000_000, ge=1, description="per image, bytes")
-    max_pixels: int = Field(40_000_000, ge=1, description="per image, width * height")
+    # Uploads. Bytes are checked while the body streams in; decoded bytes from the header,
+    # before decoding (a tiny PNG may claim 50000 x 50000 16-bit RGBA pixels).
+    max_upload_bytes: int = Field(20_000_000, ge=1, description="per image, encoded bytes")
+    max_image_bytes: int = Field(
+        MAX_IMAGE_BYTES, ge=1, description="per image, decoded bytes (width * height * bytes per pixel)"
+    )
+    # Every decode (uploads and stream frames together) reserves its decoded bytes plus the
+    # float32 copy that preprocessing makes; when the budget is spent the answer is 503.
+    memory_budget_bytes: int = Field(
+        1_000_000_000, ge=1, description="decoded images held at once across requests and streams, bytes"
+    )
 
     # The inference worker: at most this many jobs wait; beyond that /match answers 503.
     queue_size: int = Field(8, ge=1)
@@ -40,3 +50,23 @@ class ServiceSettings(BaseSettings):
     ws_max_frame_bytes: int = Field(4_000_000, ge=1, description="largest binary frame, bytes")
     ws_max_side: int = Field(640, ge=32, le=4096, description="frames are shrunk to this longest side")
     overlay_quality: int = Field(80, ge=10, le=100, description="JPEG quality of overlay images")
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="origins (scheme://host[:port]) besides the service's own that may open the "
+        "WebSocket; '*' allows any",
+    )
+
+    # Production.
+    root_path: str = Field("", description="path prefix a reverse proxy serves the app under, e.g. /matcher")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next piece of a body")
+    log_format: Literal["json", "plain"] = Field("json", description="server log lines: JSON objects or text")
+
+    @model_validator(mode="after")
+    def _one_image_fits_the_budget(self) -> ServiceSettings:
+        if self.max_image_bytes > self.memory_budget_bytes:
+            raise ValueError(
+                f"max_image_bytes ({self.max_image_bytes}) exceeds memory_budget_bytes "
+                f"({self.memory_budget_bytes}): such an image could never be admitted"
+            )
+        return self

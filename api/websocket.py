@@ -11,7 +11,14 @@ null when the reference is lost: fewer than `MIN_INLIERS` inliers), then with on
 message, the JPEG overlay (reference | frame, matches, the reference's border warped onto
 the frame, FPS). The overlay of frame N always comes after N's result and before
 the next result; replies to control messages may come in between. Problems come back as
-`{"type": "error", "code": ..., "detail": ...}` and the connection stays open.
+`{"type": "error", "code": ..., "detail": ...}` and the connection stays open, whatever
+failed (a frame that does not decode, an overlay that cannot be encoded, a malformed or
+too deeply nested control message, a server bug: `internal_error` and the request id).
+
+Origins: a browser page may open the stream only from the service's own origin (the
+`Origin` header's host equal to `Host`) or from one of `--allowed-origins`; any other is
+refused before the handshake (HTTP 403). Clients that send no Origin (not browsers) pass.
+Frames are JPEG or WebP; another format answers `unsupported_image`.
 
 Latest frame wins: one frame is matched at a time per connection, and a frame that
 arrives while another waits replaces it (counted in `frames_dropped`). Until a
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, replace
@@ -35,19 +43,29 @@ import cv2
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from starlette.datastructures import Headers
 
 from coarse_loftr.inference import GeometryResult, draw_matches, estimate_homography
 from coarse_loftr.inference.drawing import MAX_LINES
+from coarse_loftr.inference.errors import CoarseLoftrError
 from coarse_loftr.inference.preprocess import to_bgr8
 
 from .errors import ApiError
+from .logs import REQUEST_ID
 from .service import Service
 
 router = APIRouter()
+log = logging.getLogger("coarse_loftr.api")
+
+#: Formats a frame may come in (Pillow's names; MPO is a JPEG with extra pictures).
+FRAME_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
+#: Longest control message: a JSON object of a few fields.
+MAX_CONTROL_CHARS = 4096
 
 
 class _Control(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `"max_matches": true` or `"threshold": "0.5"` is refused, not coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SetReference(_Control):
@@ -87,6 +105,7 @@ class FpsMeter:
     def __init__(self, window: float = 2.0) -> None:
         self.window = window
         self._times: deque[float] = deque()
+        self.rate = 0.0  # the value of the last tick
 
     def tick(self) -> float:
         now = time.perf_counter()
@@ -94,8 +113,10 @@ class FpsMeter:
         while now - self._times[0] > self.window:
             self._times.popleft()
         if len(self._times) < 2:
-            return 0.0
-        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+            self.rate = 0.0
+        else:
+            self.rate = (len(self._times) - 1) / (self._times[-1] - self._times[0])
+        return self.rate
 
 
 def fit_frame(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -181,6 +202,8 @@ class StreamSession:
 
     async def run(self) -> None:
         await self.ws.accept()
+        self.service.metrics.sessions.inc()
+        self.service.streams.add(self.fps)
         width, height = self.service.live_matcher.input_size
         await self.send(
             {
@@ -208,6 +231,8 @@ class StreamSession:
         finally:
             processor.cancel()
             await asyncio.gather(processor, return_exceptions=True)
+            self.service.metrics.sessions.dec()
+            self.service.streams.discard(self.fps)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -237,13 +262,18 @@ class StreamSession:
         else:
             if self.pending is not None:
                 self.dropped += 1
+                self.service.metrics.frames.labels("dropped").inc()
             self.pending = (frame_id, data)
             self.wake.set()
 
     async def on_control(self, text: str) -> None:
+        if len(text) > MAX_CONTROL_CHARS:
+            return await self.error(
+                "invalid_message", f"control messages are at most {MAX_CONTROL_CHARS} characters"
+            )
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             return await self.error("invalid_json", "control messages must be JSON objects")
         if not isinstance(data, dict) or data.get("type") not in _KINDS:
             kind = data.get("type") if isinstance(data, dict) else None
@@ -296,10 +326,17 @@ class StreamSession:
                 (frame_id, data), self.pending = self.pending, None
                 try:
                     await self.process(frame_id, data)
-                except ApiError as error:
-                    if error.code == "busy":
+                except (ApiError, CoarseLoftrError) as error:
+                    code = error.code
+                    if code == "busy":
                         self.dropped += 1
-                    await self.error(error.code, error.detail, frame_id=frame_id)
+                    self.service.metrics.frames.labels("dropped" if code == "busy" else "error").inc()
+                    detail = error.detail if isinstance(error, ApiError) else str(error)
+                    await self.error(code, detail, frame_id=frame_id)
+                except Exception:  # a bug: the stream goes on, the details go to the log
+                    log.exception("stream frame failed", extra={"frame_id": frame_id})
+                    self.service.metrics.frames.labels("error").inc()
+                    await self.internal_error(frame_id)
         finally:
             if self.overlay_task is not None:
                 self.overlay_task.cancel()
@@ -307,8 +344,12 @@ class StreamSession:
 
     async def process(self, frame_id: int, data: bytes) -> None:
         start = time.perf_counter()
-        image = await self.service.decode("frame", data)
-        frame = await asyncio.to_thread(fit_frame, image, self.max_side)
+        with self.service.budget.reservation() as held:
+            # The frame is shrunk to max_side anyway: a large JPEG decodes reduced.
+            needed = (self.max_side, self.max_side)
+            (decoded,) = await self.service.decode(held, [("frame", data)], needed, FRAME_FORMATS, live=True)
+            frame = await asyncio.to_thread(fit_frame, decoded.image, self.max_side)
+            del decoded
         self.last_frame = (frame_id, frame)
         if self.reference is None:
             self.reference_id, self.reference = frame_id, frame
@@ -319,6 +360,7 @@ class StreamSession:
         result, inference_ms = await self.service.match(self.reference, frame, live=True, **options)
         fps = self.fps.tick()
         geometry = await asyncio.to_thread(track, result)
+        self.service.metrics.frames.labels("processed").inc()
         await self.overlay_sent()
         await self.send(
             {
@@ -348,20 +390,51 @@ class StreamSession:
     async def send_overlay(
         self, reference: np.ndarray, frame: np.ndarray, result: Any, fps: float, geometry: GeometryResult
     ) -> None:
-        overlay = await asyncio.to_thread(
-            render_overlay,
-            reference,
-            frame,
-            result,
-            fps,
-            self.service.settings.overlay_quality,
-            geometry,
-            self.view,
-        )
+        """Draw and send the overlay; when drawing fails the client gets an error in its
+        place (it waits for one or the other), and the stream goes on."""
+        start = time.perf_counter()
+        try:
+            overlay = await asyncio.to_thread(
+                render_overlay,
+                reference,
+                frame,
+                result,
+                fps,
+                self.service.settings.overlay_quality,
+                geometry,
+                self.view,
+            )
+        except Exception:
+            log.exception("stream overlay failed")
+            return await self.internal_error(None, code="overlay_failed")
+        self.service.metrics.observe("draw", True, time.perf_counter() - start)
         async with self.send_lock:
             await self.ws.send_bytes(overlay)
+
+    async def internal_error(self, frame_id: int | None, code: str = "internal_error") -> None:
+        await self.error(
+            code,
+            "the server could not finish this frame; quote the request id when you report it",
+            frame_id=frame_id,
+            request_id=REQUEST_ID.get(),
+        )
+
+
+def origin_allowed(headers: Headers, allowed: tuple[str, ...]) -> bool:
+    """No Origin (not a browser), the service's own origin (its host[:port] is the Host
+    header), or one of `allowed` ('*': any)."""
+    origin = headers.get("origin")
+    if origin is None or "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
+        return True
+    host = origin.split("://", 1)[-1].rstrip("/")
+    return host == headers.get("host", "")
 
 
 @router.websocket("/ws/stream")
 async def stream(websocket: WebSocket) -> None:
-    await StreamSession(websocket, websocket.app.state.service).run()
+    service: Service = websocket.app.state.service
+    if not origin_allowed(websocket.headers, service.settings.allowed_origins):
+        log.warning("websocket refused", extra={"origin": websocket.headers.get("origin", "")[:200]})
+        await websocket.close(code=1008)  # before accept: the handshake answers 403
+        return
+    await StreamSession(websocket, service).run()

@@ -37,16 +37,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-size", type=int, help="waiting jobs before answering 503")
     parser.add_argument("--max-upload-bytes", type=int, help="per image (default 20 MB)")
     parser.add_argument(
+        "--memory-budget-bytes", type=int, help="decoded images held at once, all requests (default 1 GB)"
+    )
+    parser.add_argument("--max-image-bytes", type=int, help="per image, decoded (default 160 MB)")
+    parser.add_argument("--root-path", help="path prefix behind a reverse proxy, e.g. /matcher")
+    parser.add_argument(
+        "--allowed-origins",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        help="comma-separated origins besides the service's own allowed to open the WebSocket",
+    )
+    parser.add_argument("--log-format", choices=("json", "plain"), help="server log lines (default json)")
+    parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
     add_ray_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
     from coarse_loftr.api import ServiceSettings, create_app
+    from coarse_loftr.api.server import serve
     from coarse_loftr.inference.weights import WeightsError, resolve_weights
 
     overrides = {
@@ -57,11 +68,18 @@ def run(args: argparse.Namespace) -> int:
         "num_threads": args.threads,
         "queue_size": args.queue_size,
         "max_upload_bytes": args.max_upload_bytes,
+        "memory_budget_bytes": args.memory_budget_bytes,
+        "max_image_bytes": args.max_image_bytes,
+        "root_path": args.root_path,
+        "allowed_origins": args.allowed_origins,
+        "log_format": args.log_format,
     }
     try:
         settings = ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
-        raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())) from None
+        raise CommandError(
+            "; ".join(f"{e['loc'][0] if e['loc'] else 'settings'}: {e['msg']}" for e in error.errors())
+        ) from None
     # Fail here in one line rather than as a traceback from the app's startup.
     try:
         resolve_weights(settings.weights, settings.size)
@@ -70,17 +88,4 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{error} (pass --weights PATH.onnx)") from None
     if args.ray:
         return run_on_ray(args, settings)
-    app = create_app(settings)
-    # uvicorn closes a connection on a message over ws_max_size; leave room above the
-    # service's own limit so that an oversized frame gets a clear error message instead.
-    # The stream carries JPEG both ways, which deflate cannot shrink: compressing it
-    # only took CPU time from the model on both ends (docs/service.md, load test).
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        ws_max_size=4 * settings.ws_max_frame_bytes,
-        ws_per_message_deflate=False,
-    )
-    return 0
+    return serve(create_app(settings), settings, args.host, args.port, args.log_level)

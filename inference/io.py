@@ -185,10 +185,19 @@ def _jpeg_is_complete(data: bytes) -> bool:
 
 
 def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag from the header alone. A PNG's eXIf chunk must precede
+    its pixels, where Pillow has read it into `info`; `PngImageFile.getexif()` would
+    decode the whole image to look behind them (a 16-bit RGBA bomb costs its full size)."""
     if image.format not in _JPEG | {"TIFF", "WEBP", "PNG"}:
         return 1
     try:
-        orientation = int(image.getexif().get(0x0112, 1))
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if "exif" in image.info:
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        orientation = int(exif.get(0x0112, 1))
     except Exception:  # a broken EXIF block must not reject an otherwise good image
         return 1
     return orientation if 1 <= orientation <= 8 else 1

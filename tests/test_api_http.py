@@ -21,7 +21,8 @@ def client(random_student_onnx):
     settings = ServiceSettings(
         weights=random_student_onnx,
         max_upload_bytes=MAX_BYTES,
-        max_pixels=5_000_000,
+        max_image_bytes=15_000_000,
+        memory_budget_bytes=200_000_000,
         queue_size=1,
         num_threads=1,
     )
@@ -45,7 +46,8 @@ def post(client, path, a: bytes, b: bytes | None, **params):
 def assert_error(response, status: int | tuple[int, ...], code: str | None = None) -> dict:
     assert response.status_code in (status if isinstance(status, tuple) else (status,)), response.text
     body = response.json()
-    assert set(body) == {"error", "detail"} and body["detail"]
+    assert set(body) == {"error", "detail", "request_id"} and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
     if code is not None:
         assert body["error"] == code
     return body

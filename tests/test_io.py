@@ -175,6 +175,16 @@ def test_header_counts_decoded_bytes(image, ext, bytes_per_pixel):
         decode_image(data, max_bytes=header.decoded_bytes() - 1)
 
 
+def test_png_orientation_comes_from_its_exif_chunk():
+    """A PNG's eXIf chunk precedes its pixels: read from the header, applied on decode."""
+    buffer, exif = io.BytesIO(), Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(buffer, "PNG", exif=exif)
+    header = read_header(buffer.getvalue())
+    assert header.orientation == 6 and header.upright_size == (10, 20)
+    assert decode_image(buffer.getvalue()).shape == (20, 10, 3)
+
+
 def _dot_jpeg(width: int, height: int, centre: tuple[float, float]) -> bytes:
     yy, xx = np.mgrid[0:height, 0:width]
     blob = 220 * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 6.0**2))
