@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fixture_data import CLIP, PAIRS
 
 from coarse_loftr.api import loadtest
 
@@ -13,6 +14,11 @@ def test_short_load_run(random_student_onnx, capsys):
         [
             "--weights",
             str(random_student_onnx),
+            "--pair",
+            str(PAIRS / "0001_a.jpg"),
+            str(PAIRS / "0001_b.jpg"),
+            "--video",
+            str(CLIP),
             "--clients",
             "2",
             "--streams",
