@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coarse_loftr.commands import CommandError, size_arg
+from coarse_loftr.inference.backends import KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ransac-threshold", type=float, help="inlier threshold, pixels of image1")
     parser.add_argument("--grid", type=float, default=1.0, help="keypoint merge grid for COLMAP, pixels")
     parser.add_argument("--weights", type=Path, help="an .onnx model or a weights folder (default: shipped)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    parser.add_argument("--backend", default="auto", choices=KINDS)
     parser.add_argument(
         "--size", type=size_arg, metavar="WxH", help="model input size (default: the model's)"
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from coarse_loftr.inference.backends import KINDS
+
 from . import CommandError, size_arg
 from .serve_ray import add_ray_arguments, run_on_ray
 
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
         "--backend",
-        choices=("auto", "onnxruntime", "tensorrt", "torch"),
+        choices=KINDS,
         help="runtime (default: auto, the fastest available)",
     )
     parser.add_argument(
