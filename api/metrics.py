@@ -19,13 +19,16 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
+
+#: What `generate_latest` writes: the classic text format, which every Prometheus reads
+#: (recent prometheus-client releases label CONTENT_TYPE_LATEST version 1.0.0, unknown to Prometheus 2).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -98,4 +101,4 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus' text format (version 0.0.4)."""
-    return Response(request.app.state.service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.service.metrics.render(), media_type=CONTENT_TYPE)

@@ -22,7 +22,7 @@ SERVING = ("cpu", "gpu", "ray-head")
 
 def test_services_ports_and_healthchecks():
     services = compose()["services"]
-    assert set(services) == {*SERVING, "ray-worker"}
+    assert set(services) == {*SERVING, "ray-worker", "prometheus"}
     assert "profiles" not in services["cpu"], "cpu is the default service"
     assert services["gpu"]["profiles"] == ["gpu"]
     assert services["ray-head"]["profiles"] == services["ray-worker"]["profiles"] == ["ray"]
@@ -101,3 +101,18 @@ def test_environment_overrides_are_service_settings(monkeypatch):
                 continue
             monkeypatch.setenv(key, value)
             assert str(getattr(ServiceSettings(), name)) == value, key
+
+
+def test_prometheus_profile_scrapes_the_metrics_route():
+    from coarse_loftr.api import metrics
+
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["prometheus"] and prometheus["depends_on"] == ["cpu"]
+    source, target, mode = prometheus["volumes"][0].split(":")
+    assert target == "/etc/prometheus/prometheus.yml" and mode == "ro"
+    config = yaml.safe_load((ROOT / source).read_text())
+    (job,) = config["scrape_configs"]
+    host, port = job["static_configs"][0]["targets"][0].split(":")
+    assert host == "cpu" and port == services["cpu"]["ports"][0].split(":")[1]
+    assert job["metrics_path"] in {route.path for route in metrics.router.routes}
