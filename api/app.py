@@ -69,7 +69,7 @@ def create_app(
                 uploads, live = load_matchers(settings)
             else:
                 uploads, live = matcher, live_matcher or matcher
-            engine = LocalEngine(uploads, live, settings.queue_size)
+            engine = LocalEngine(uploads, live, settings.queue_size, owns_matchers=matcher is None)
         app.state.service = Service(settings, engine, metrics)
         try:
             yield

@@ -76,12 +76,19 @@ class Engine(Protocol):
 
 class LocalEngine:
     """The matchers in this process: backend calls run in order on one worker thread
-    behind a queue of `queue_size` (a full queue raises `WorkerBusy`)."""
+    behind a queue of `queue_size` (a full queue raises `WorkerBusy`). `owns_matchers`:
+    `close` frees their backends too (they were loaded for this engine)."""
 
     def __init__(
-        self, model: Matcher, live_model: Matcher, queue_size: int, replica: str = LOCAL_REPLICA
+        self,
+        model: Matcher,
+        live_model: Matcher,
+        queue_size: int,
+        replica: str = LOCAL_REPLICA,
+        owns_matchers: bool = False,
     ) -> None:
         self.model, self.live_model, self.replica = model, live_model, replica
+        self.owns_matchers = owns_matchers
         self.backend_name = model.backend.describe()
         self.worker = InferenceWorker(queue_size)
 
@@ -94,7 +101,10 @@ class LocalEngine:
         return [self.replica]
 
     async def close(self) -> None:
-        self.worker.close()
+        self.worker.close()  # waits for the job in flight, so no backend call is cut short
+        if self.owns_matchers:
+            for matcher in {id(m): m for m in (self.model, self.live_model)}.values():
+                matcher.close()
 
 
 def _timed(fn, *args: Any, **kwargs: Any) -> tuple[Any, float]:
