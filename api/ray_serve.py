@@ -8,7 +8,8 @@ page, OpenAPI, the WebSocket stream) as the ingress deployment, talking through 
 Each replica answers with its name, which the app puts in the `X-Replica` header; `/info`
 lists the replicas alive. Back-pressure: a replica takes `MAX_ONGOING` requests (one
 running, one waiting, so the next pair is already transferred) and the ingress queues at
-most `queue_size` more; beyond that `/match` answers 503 `busy`, and a request held by a
+most `queue_size` more per replica (the most replicas, when autoscaled), as many as one
+plain server's worker queue holds; beyond that `/match` answers 503 `busy`, and a request held by a
 replica that died answers 503 `replica_lost` (retry: the controller starts a new one).
 
 Needs the `distributed` extra (`pip install -e ".[distributed]"`).
@@ -158,7 +159,8 @@ def build_application(settings: ServiceSettings, options: RayOptions) -> serve.A
         name=MATCHER_DEPLOYMENT,
         ray_actor_options={"num_cpus": options.replica_cpus},
         max_ongoing_requests=MAX_ONGOING,
-        max_queued_requests=settings.queue_size,
+        # `queue_size` waiting requests per replica, as one plain server's worker has.
+        max_queued_requests=settings.queue_size * (options.autoscale or (0, options.replicas))[1],
         **scale,
     )(MatcherReplica)
     # The ingress only decodes, fits and draws between the event loop and the thread

@@ -22,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .loadtest import default_pair, free_port, run_load, wait_healthy
+import httpx
+
+from .loadtest import default_pair, free_port, percentile, run_load, wait_healthy
 
 # (label, serve options): the plain server and Ray Serve, each using both cores.
 SERVERS = (
@@ -52,7 +54,7 @@ def serve_and_load(
         wait_healthy(url, process, timeout=180)
         report: dict = {"startup_s": round(time.perf_counter() - start, 1)}
         asyncio.run(run_load(url, a, b, [], 2, 0, 15.0, 6, 0))  # warm-up: both replicas, first calls
-        report["one_client"] = asyncio.run(run_load(url, a, b, [], 1, 0, seconds, requests, 0))["match"]
+        report["one_client"] = one_client(url, a, b, seconds, requests)
         report[f"{clients}_clients"] = asyncio.run(run_load(url, a, b, [], clients, 0, seconds, requests, 0))[
             "match"
         ]
@@ -64,6 +66,29 @@ def serve_and_load(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def one_client(url: str, a: bytes, b: bytes, seconds: float, requests: int) -> dict:
+    """Sequential /match calls: latency, the matcher's own time (`timings_ms.inference`,
+    measured where it ran) and their difference, the cost of everything around the model
+    (multipart, decode, the hops to a replica and back, JSON)."""
+    latencies, inference = [], []
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(base_url=url, timeout=120) as client:
+        while time.perf_counter() < deadline and len(latencies) < requests:
+            start = time.perf_counter()
+            response = client.post("/match", files={"a": ("a.jpg", a), "b": ("b.jpg", b)})
+            response.raise_for_status()
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            inference.append(response.json()["timings_ms"]["inference"])
+    around = [total - model for total, model in zip(latencies, inference)]
+    return {
+        "completed": len(latencies),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "inference_p50_ms": round(percentile(inference, 50), 1),
+        "around_model_p50_ms": round(percentile(around, 50), 1),
+    }
 
 
 def match_pairs(options: list[str], image_dir: Path, pairs: Path, out: Path) -> dict:
