@@ -1,5 +1,6 @@
 """Latency / throughput of the matcher on every runtime, with OpenCV ORB and SIFT as peers
-(and any other matching method the caller passes, e.g. the learned peers of `eval`).
+(and any other matching method the caller passes, e.g. the learned peers of `eval`), and
+the cost of drawing a 640x480 pair's overlay (what the stream adds to every frame).
 
 All methods run in one process on the same decoded images (the eval-dev pairs when
 ../shared is beside the repository, else deterministic synthetic pairs), resized to
@@ -24,8 +25,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from .drawing import MAX_LINES, draw_matches
 from .matcher import Matcher
 from .paths import SHARED_DATA
+from .registration import estimate_homography
 
 #: eval-dev pairs, when the test data sits beside the repository (never needed).
 EVAL_DEV = SHARED_DATA / "eval-dev"
@@ -257,6 +260,69 @@ def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int
     )
 
 
+@dataclass
+class DrawingTiming:
+    """The overlay of a 640x480 pair as the service and the CLI draw it (`draw_matches`:
+    an even sample of at most MAX_LINES matches, inliers apart, the homography's
+    outline, the caption), on the matches of the first timed model; milliseconds per
+    pair over every (pair, repeat): median and p90. matches / drawn: mean per pair."""
+
+    size: str
+    samples: int
+    matches: float
+    drawn: float
+    median_ms: float
+    p90_ms: float
+
+
+def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def bench_drawing(
+    matcher: Matcher, pairs: list[BenchPair], repeat: int, size: tuple[int, int] = (640, 480)
+) -> DrawingTiming:
+    """Time `draw_matches` on each pair resized to `size` (its matches and homography
+    computed once, untimed)."""
+    jobs = []
+    for pair in pairs:
+        images = [_resized(image, size) for image in (pair.image0, pair.image1)]
+        result = matcher.match(*images)
+        jobs.append((images, result, estimate_homography(result)))
+
+    def draw(images, result, geometry) -> None:
+        draw_matches(
+            images[0],
+            images[1],
+            result.keypoints0,
+            result.keypoints1,
+            result.confidence,
+            inliers=geometry.inliers,
+            text="30.0 FPS",
+            homography=geometry.matrix,
+            outline=True,
+        )
+
+    draw(*jobs[0])
+    times = []
+    for job in jobs:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            draw(*job)
+            times.append((time.perf_counter() - start) * 1e3)
+    counts = [len(result) for _, result, _ in jobs]
+    return DrawingTiming(
+        size=f"{size[0]}x{size[1]}",
+        samples=len(times),
+        matches=float(np.mean(counts)),
+        drawn=float(np.mean([min(count, MAX_LINES) for count in counts])),
+        median_ms=statistics.median(times),
+        p90_ms=float(np.percentile(times, 90)),
+    )
+
+
 def _gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
@@ -318,6 +384,7 @@ class BenchReport:
     threads: int | None
     machine: str
     rows: list[BenchRow]
+    drawing: DrawingTiming | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -344,6 +411,12 @@ class BenchReport:
             )
         notes = {row.method: row.note for row in self.rows if row.note}
         lines += [f"note: {method}: {note}" for method, note in notes.items()]
+        if self.drawing is not None:
+            d = self.drawing
+            lines.append(
+                f"drawing: overlay of a {d.size} pair (draw_matches, {d.matches:.0f} matches, {d.drawn:.0f} "
+                f"drawn, inliers apart, outline): median {d.median_ms:.2f} ms, p90 {d.p90_ms:.2f} ms"
+            )
         return "\n".join(lines)
 
 
@@ -364,6 +437,7 @@ def run_benchmark(
     if threads is not None:
         cv2.setNumThreads(threads)
     rows = []
+    drawing = None
     for model in models:
         for backend in backends:
             for size in model.sizes or sizes:
@@ -373,6 +447,8 @@ def run_benchmark(
                         matcher, pairs, repeat, model.label, model_flops(matcher.files.onnx), model.note
                     )
                 )
+                if drawing is None:  # the overlay's cost, on the first model's matches
+                    drawing = bench_drawing(matcher, pairs, repeat)
     for kind in peers:
         for size in sizes:
             rows.append(bench_opencv(kind, pairs, size, repeat, features))
@@ -380,7 +456,7 @@ def run_benchmark(
         for size in other.sizes or sizes:
             rows.append(bench_peer(other, pairs, size, repeat))
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
-    return BenchReport(source, len(pairs), repeat, threads, machine, rows)
+    return BenchReport(source, len(pairs), repeat, threads, machine, rows, drawing)
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:

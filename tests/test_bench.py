@@ -55,6 +55,10 @@ def test_bench_json_on_one_pair(capsys):
     assert 1 < student["gflops"] < 10 and student["gflops_per_s"] > 0
     assert "coarse_loftr_trt" in seed["note"] and seed["gflops"] > 1
     assert rows[("ORB", "320x240")]["gflops"] is None and rows[("ORB", "320x240")]["matches"] > 0
+    # The overlay's cost per 640x480 pair, on the first model's matches.
+    drawing = report["drawing"]
+    assert drawing["size"] == "640x480" and drawing["samples"] == 1
+    assert drawing["p90_ms"] >= drawing["median_ms"] > 0 and 0 < drawing["drawn"] <= 200
 
 
 def test_bench_refuses_unknown_backend(capsys):
