@@ -1,9 +1,11 @@
 """Training pipeline: loss terms on hand-built cases, homography ground truth, gradient
-accumulation, resumable training and the `train` command end to end (tiny models and
-64x48 pairs, so the file runs in seconds on a CPU)."""
+accumulation and no mixed precision on a CPU (through the trainer's own step), resumable
+training and the `train` command end to end (tiny models and 64x48 pairs, so the file
+runs in seconds on a CPU)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -24,7 +26,7 @@ from coarse_loftr.training import losses
 from coarse_loftr.training.config import LossConfig, OptimConfig, TrainConfig
 from coarse_loftr.training.ground_truth import targets_from_homography
 from coarse_loftr.training.homography_pairs import HomographyPairs
-from coarse_loftr.training.trainer import compute_losses, train
+from coarse_loftr.training.trainer import make_optimizer, make_scaler, optimizer_step, train
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 48)
@@ -178,41 +180,96 @@ def test_zoom_out_keeps_one_mutual_match_per_target_cell():
 # --- gradient accumulation ------------------------------------------------------------
 
 
-def test_accumulated_micro_batches_equal_one_batch():
-    """Two micro-batches of 2 with loss / 2 give the gradient of one batch of 4.
+def _same_target_batch(pairs: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`pairs` random image pairs (float64) sharing one ground truth (a shift), so that
+    every pair has the same number of positives."""
+    shift = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
+    targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
+    images = torch.rand(
+        2 * pairs, 1, SIZE[1], SIZE[0], dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    return {
+        "image0": images[:pairs],
+        "image1": images[pairs:],
+        "match_index1": torch.from_numpy(targets.match_index1).expand(pairs, -1),
+        "coarse_valid": torch.from_numpy(targets.coarse_valid).expand(pairs, -1),
+        "fine_valid": torch.from_numpy(targets.fine_valid).expand(pairs, -1),
+        "offset1": torch.from_numpy(targets.offset1).double().expand(pairs, -1, -1),
+    }
+
+
+def test_one_step_of_two_micro_batches_equals_one_step_of_the_whole_batch():
+    """The trainer's `optimizer_step` on 8 pairs as 2 micro-batches of 4 leaves the same
+    gradients, parameters and logged losses as on one micro-batch of 8.
 
     This holds only where the loss is an average of per-pair terms of equal weight:
     BatchNorm is in eval mode (in train mode it normalises with the statistics of the
-    batch at hand, which differ between 2 and 4 pairs), and every pair has the same
-    number of positives (the coarse loss averages over positives per forward pass).
+    batch at hand), and every pair has the same number of positives (the coarse loss
+    averages over the positives of one forward pass). No clipping (an infinite
+    threshold): clipping both to the same norm would hide a wrongly scaled sum, and so
+    would AdamW's first step, which is invariant to the gradient's scale.
     """
     torch.manual_seed(0)
-    model = CoarseLoFTR(TINY).double().eval()
+    initial = CoarseLoFTR(TINY).double().eval()
     teacher = CoarseLoFTR(TINY).double().eval()
+    config = replace(TrainConfig(), optim=replace(OptimConfig(), grad_clip=math.inf))
+    batch = _same_target_batch(8)
+    cpu = torch.device("cpu")
+
+    def step(micro: int) -> tuple[CoarseLoFTR, dict[str, float]]:
+        model = copy.deepcopy(initial)
+        parts = [{k: v[start : start + micro] for k, v in batch.items()} for start in range(0, 8, micro)]
+        optimizer = make_optimizer(model, config)
+        running = optimizer_step(model, optimizer, make_scaler(config, cpu), parts, config, teacher)
+        return model, running
+
+    (whole, whole_losses), (accumulated, accumulated_losses) = step(8), step(4)
+    assert whole_losses.keys() == accumulated_losses.keys() >= {"loss", "coarse", "fine", "distill"}
+    for name, value in whole_losses.items():
+        assert accumulated_losses[name] == pytest.approx(value, rel=1e-9), name
+    moved = 0
+    for (name, a), b, start in zip(whole.named_parameters(), accumulated.parameters(), initial.parameters()):
+        assert a.grad is not None and b.grad is not None, name
+        assert torch.allclose(a.grad, b.grad, rtol=1e-8, atol=1e-12), name
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), name
+        moved += not torch.equal(a, start)
+    assert moved == len(list(initial.parameters()))  # the step changed every parameter
+
+
+def test_no_mixed_precision_on_a_cpu(tmp_path, photo_folder, restore_threads):
+    """`amp` is on by default but for CUDA only: on a CPU the trainer's scaler is off,
+    its forward passes run without autocast (float32 outputs), and a real `train` run
+    saves a disabled scaler. The same probe sees autocast when a scaler is on, so it
+    can tell."""
     config = TrainConfig()
-    shift = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
-    targets = targets_from_homography(shift, GRID, STRIDE, SIZE)
-    images = torch.rand(8, 1, SIZE[1], SIZE[0], dtype=torch.float64)
-    batch = {
-        "image0": images[:4],
-        "image1": images[4:],
-        "match_index1": torch.from_numpy(targets.match_index1).expand(4, -1),
-        "coarse_valid": torch.from_numpy(targets.coarse_valid).expand(4, -1),
-        "fine_valid": torch.from_numpy(targets.fine_valid).expand(4, -1),
-        "offset1": torch.from_numpy(targets.offset1).double().expand(4, -1, -1),
-    }
+    assert config.optim.amp
+    cpu = torch.device("cpu")
+    assert not make_scaler(config, cpu).is_enabled()
 
-    def gradients(micro: int) -> list[torch.Tensor]:
-        model.zero_grad(set_to_none=True)
-        for start in range(0, 4, micro):
-            part = {k: v[start : start + micro] for k, v in batch.items()}
-            (compute_losses(model, part, config, teacher)["loss"] / (4 // micro)).backward()
-        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    seen: list[tuple[bool, torch.dtype]] = []
 
-    whole, accumulated = gradients(4), gradients(2)
-    assert len(whole) == len(list(model.parameters()))
-    for a, b in zip(whole, accumulated):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    def probe(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.append((torch.is_autocast_enabled("cpu"), output.dtype))
+
+    torch.manual_seed(0)
+    model = CoarseLoFTR(TINY)
+    batch = {k: v.float() if v.is_floating_point() else v for k, v in _same_target_batch(2).items()}
+    with torch.nn.modules.module.register_module_forward_hook(probe):
+        optimizer_step(model, make_optimizer(model, config), make_scaler(config, cpu), [batch], config)
+        assert seen and all(not autocast and dtype == torch.float32 for autocast, dtype in seen)
+        seen.clear()
+        enabled = torch.amp.GradScaler("cpu", enabled=True)
+        optimizer_step(model, make_optimizer(model, config), enabled, [batch], config)
+        assert seen and all(autocast for autocast, _ in seen)
+        seen.clear()
+
+        files = sorted(photo_folder.iterdir())
+        pairs = HomographyPairs(files, SIZE, STRIDE, 4, config.augment, seed=0)
+        train(tiny_run_config(4), pairs, pairs, tmp_path / "run", model_config=TINY)
+    assert seen and all(not autocast and dtype == torch.float32 for autocast, dtype in seen)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert checkpoint["scaler_state_dict"] == {}  # what a disabled GradScaler saves
 
 
 # --- resumable training ---------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,48 @@ def lr_factor(pairs_seen: int, steps: int, config: TrainConfig) -> float:
 
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def make_optimizer(model: CoarseLoFTR, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+
+
+def make_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler, enabled (and with it autocast, see `optimizer_step`) only on CUDA:
+    `config.optim.amp` asks for FP16 mixed precision on a GPU; on a CPU autocast would
+    mean bfloat16, slower there and not the float32 the exported graph runs in."""
+    return torch.amp.GradScaler(device.type, enabled=config.optim.amp and device.type == "cuda")
+
+
+def optimizer_step(
+    model: CoarseLoFTR,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    micro_batches: Sequence[dict[str, torch.Tensor]],
+    config: TrainConfig,
+    teacher: CoarseLoFTR | None = None,
+) -> dict[str, float]:
+    """One optimiser step on a virtual batch given as equal-sized micro-batches (on the
+    model's device): each micro-batch's loss / len(micro_batches) is back-propagated,
+    so the summed gradients are those of the virtual batch's mean loss; then they are
+    unscaled, clipped to `config.optim.grad_clip` and applied. Forward passes run under
+    autocast exactly when `scaler` is enabled. Returns each loss term's mean over the
+    micro-batches (floats, for logging)."""
+    accumulation = len(micro_batches)
+    device_type = next(model.parameters()).device.type
+    optimizer.zero_grad(set_to_none=True)
+    running: dict[str, float] = {}
+    for batch in micro_batches:
+        with torch.autocast(device_type, enabled=scaler.is_enabled()):
+            terms = compute_losses(model, batch, config, teacher)
+        scaler.scale(terms["loss"] / accumulation).backward()
+        for name, value in terms.items():
+            running[name] = running.get(name, 0.0) + float(value.detach()) / accumulation
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return running
 
 
 def compute_losses(
@@ -190,14 +233,11 @@ def train(
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use_amp = config.optim.amp and device.type == "cuda"
 
     model = CoarseLoFTR(model_config or get_preset(config.model)).to(device)
     teacher = load_teacher(teacher_path).to(device) if teacher_path else None
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    optimizer = make_optimizer(model, config)
+    scaler = make_scaler(config, device)
     state = TrainState()
     last = run_dir / "last.pt"
     if resume and last.exists():
@@ -253,22 +293,12 @@ def train(
             group["lr"] = config.optim.lr * lr_factor(
                 state.pairs_seen, state.steps - state.warmup_origin, config
             )
-        optimizer.zero_grad(set_to_none=True)
-        running: dict[str, float] = {}
+        micro_batches = []
         for k in range(accumulation):
             first = state.pairs_seen + k * micro
             batch = collate([train_set[(first + i) % len(train_set)] for i in range(micro)])
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(device.type, enabled=use_amp):
-                terms = compute_losses(model, batch, config, teacher)
-            # Each micro-batch carries 1/k of the virtual batch's loss.
-            scaler.scale(terms["loss"] / accumulation).backward()
-            for name, value in terms.items():
-                running[name] = running.get(name, 0.0) + float(value.detach()) / accumulation
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+            micro_batches.append({key: value.to(device) for key, value in batch.items()})
+        running = optimizer_step(model, optimizer, scaler, micro_batches, config, teacher)
         state.steps += 1
         state.pairs_seen += micro * accumulation
         state.wall_seconds = time.monotonic() - start
