@@ -87,7 +87,9 @@ class RequestContext:
         except ClientDisconnect:
             pass  # the client left: nobody to answer
         except Exception:
-            log.exception("internal error", extra={"path": scope.get("path", "")[:200]})
+            log.exception(
+                "internal error", extra={"path": scope.get("path", "")[:200], "request_id": request_id}
+            )
             if http and not status:
                 await error_response(500, "internal_error", INTERNAL_ERROR)(scope, receive, send_with_headers)
         finally:
@@ -104,6 +106,7 @@ class RequestContext:
                         "route": route,
                         "status": code,
                         "ms": round(seconds * 1000.0, 2),
+                        "request_id": request_id,
                     },
                 )
             REQUEST_ID.reset(token)
