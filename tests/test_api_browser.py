@@ -303,6 +303,7 @@ def test_example_button_at_phone_width(open_page, screenshots):
     page.click("#tab-live")
     page.click("#start-camera")
     page.wait_for_function("() => document.getElementById('overlay').naturalWidth > 0", timeout=30_000)
+    page.wait_for_timeout(2500)  # the numbers and the sparkline fill
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     screenshot(page, screenshots / "live-375.png")
 
