@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -65,7 +66,7 @@ def http_case(url: str, long_side: int, timeout: float) -> dict:
         files={"a": ("wide.png", a), "b": ("tall.png", b)},
         timeout=timeout,
     )
-    answer = {"status": response.status_code, "bytes": len(response.content)}
+    answer: dict[str, Any] = {"status": response.status_code, "bytes": len(response.content)}
     if response.headers.get("content-type") == "image/png":
         answer["overlay_shape"] = _shape(response.content)
     else:
@@ -77,7 +78,7 @@ def ws_case(url: str, timeout: float) -> dict:
     """A 640x2 reference and a 2x640 frame: the messages until the frame's overlay (or
     an error, or `timeout` seconds of silence)."""
     reference, frame = encoded(noise(640, 2), ".jpg"), encoded(noise(2, 640, 1), ".jpg")
-    answer: dict = {"messages": []}
+    answer: dict[str, Any] = {"messages": []}
     with connect(url.replace("http", "ws", 1) + "/ws/stream", max_size=2**26, open_timeout=timeout) as ws:
         json.loads(ws.recv(timeout))  # ready
         ws.send(json.dumps({"type": "settings", "threshold": 0.0}))

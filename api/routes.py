@@ -16,11 +16,11 @@ from fastapi.responses import HTMLResponse, Response
 
 from coarse_loftr.inference import draw_matches, estimate_fundamental, estimate_homography, warp_blend
 from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
+from coarse_loftr.inference.drawing import Style
 
 from .budget import Reservation
 from .errors import ApiError, responses
 from .schemas import (
-    DrawStyle,
     HealthResponse,
     ImageSize,
     Include,
@@ -58,7 +58,7 @@ class MatchOptions:
     ransac_threshold: float
     png: bool
     include: frozenset[Include]
-    draw: DrawStyle
+    draw: Style
 
 
 def match_options(
@@ -79,7 +79,7 @@ def match_options(
             "run: overlay (a | b, matches drawn), warp (a warped onto b, blended); e.g. overlay,warp"
         ),
     ] = None,
-    draw: Annotated[DrawStyle, Query(description="overlay: lines, points or both")] = DrawStyle.both,
+    draw: Annotated[Style, Query(description="overlay: lines, points or both")] = "both",
     accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> MatchOptions:
     png = format == OutputFormat.png or (format is None and _prefers_png(accept))
@@ -225,7 +225,7 @@ async def match(
                     result.keypoints1,
                     result.confidence,
                     inliers=None if geometry is None else geometry.inliers,
-                    style=options.draw.value,
+                    style=options.draw,
                     homography=homography,
                     outline=options.ransac == RansacMethod.homography,
                 )

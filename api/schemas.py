@@ -7,8 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from coarse_loftr.inference.drawing import STYLES
-
 Point = Annotated[list[float], Field(min_length=2, max_length=2, description="(x, y) in pixels")]
 Matrix3x3 = Annotated[
     list[Annotated[list[float], Field(min_length=3, max_length=3)]], Field(min_length=3, max_length=3)
@@ -24,10 +22,6 @@ class RansacMethod(str, Enum):
 class OutputFormat(str, Enum):
     json = "json"
     png = "png"
-
-
-#: How matches are drawn on overlays: lines, keypoint dots or both (values of `drawing.STYLES`).
-DrawStyle = Enum("DrawStyle", {style: style for style in STYLES}, type=str)
 
 
 class Include(str, Enum):
