@@ -10,7 +10,8 @@ change), then runs, one after the other:
 - `png6000`: 16 parallel requests, each two 6000x6000 8-bit PNGs of about 19.5 MB;
 - `chunked`: a 100 MB chunked body (no Content-Length) sent at 10 MB/s: seconds and MB
   sent until the 413 arrives;
-- `metrics`: the lines of `GET /metrics` (when the server has it).
+- `metrics`: a 20-frame WebSocket stream, then the lines of `GET /metrics` (when the
+  server has it).
 
 For each memory case it prints the answers' status codes, the server's resident memory
 before, its highest value polled every 10 ms, and its peak (VmHWM) after. Numbers are
@@ -20,6 +21,7 @@ printed, not asserted; a case is bounded by `--seconds`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import select
 import socket
@@ -32,7 +34,7 @@ import cv2
 import httpx
 import numpy as np
 
-from .loadtest import rss_mb, running_server
+from .loadtest import Stats, rss_mb, running_server, ws_stream
 
 
 def rgba16_png(side: int = 6324) -> bytes:
@@ -47,6 +49,15 @@ def big_png(side: int = 6000, seed: int = 0) -> bytes:
     ramp = np.linspace(0, 200, side, dtype=np.float32).astype(np.uint8)
     image = np.broadcast_to(ramp[None, :, None], (side, side, 3)) + (rng.random((side, side, 3)) < 0.11)
     return cv2.imencode(".png", image.astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+
+
+def texture_frames(count: int = 8) -> list[bytes]:
+    """640x480 JPEG frames of a random texture moving 4 pixels a frame (a camera panning)."""
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 700), np.uint8), (5, 5), 0)
+    return [
+        cv2.imencode(".jpg", cv2.cvtColor(texture[:, 4 * i : 4 * i + 640], cv2.COLOR_GRAY2BGR))[1].tobytes()
+        for i in range(count)
+    ]
 
 
 class RssWatch:
@@ -177,6 +188,9 @@ def run_cases(url: str, pid: int | None, cases: list[str], seconds: float) -> di
     if "chunked" in cases:
         report["chunked"] = chunked_upload(url, seconds=seconds)
     if "metrics" in cases:
+        stats = Stats()  # a short stream first, so that its metrics have values
+        asyncio.run(ws_stream(url, texture_frames(), time.perf_counter() + seconds, 20, stats))
+        report["stream"] = {"results": len(stats.latencies_ms), "overlays": stats.overlays}
         response = httpx.get(f"{url}/metrics", timeout=10)
         report["metrics"] = response.text.splitlines() if response.status_code == 200 else None
     report["health_after"] = httpx.get(f"{url}/health", timeout=10).status_code
