@@ -114,23 +114,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clients", type=int, default=4, help="concurrent /match clients")
     parser.add_argument("--seconds", type=float, default=20.0, help="time bound of each load")
     parser.add_argument("--requests", type=int, default=200, help="bound on requests of each load")
+    parser.add_argument("--rounds", type=int, default=1, help="times every configuration runs, in turn")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     a_path, b_path = default_pair()
     a, b = a_path.read_bytes(), b_path.read_bytes()
-    report: dict = {"serve": {}, "match_pairs": {}}
-    for label, options in SERVERS:
-        report["serve"][label] = serve_and_load(options, a, b, args.clients, args.seconds, args.requests)
-        print(label, report["serve"][label], file=sys.stderr, flush=True)
+    # Rounds run every configuration in turn, so that a shared machine's drift shows as
+    # differences between rounds rather than between configurations.
+    report: dict = {
+        "serve": {label: [] for label, _ in SERVERS},
+        "match_pairs": {label: [] for label, _ in BATCHES},
+    }
     names = sorted(path.name for path in args.pairs_dir.glob("*_a.jpg"))[: args.num_pairs]
     with tempfile.TemporaryDirectory() as folder:
         pairs = Path(folder) / "pairs.txt"
         pairs.write_text("".join(f"{name} {name.replace('_a.', '_b.')}\n" for name in names))
-        for index, (label, options) in enumerate(BATCHES):
-            result = match_pairs(options, args.pairs_dir, pairs, Path(folder) / f"out{index}")
-            report["match_pairs"][label] = result
-            print(label, result, file=sys.stderr, flush=True)
+        for round_ in range(args.rounds):
+            for label, options in SERVERS:
+                result = serve_and_load(options, a, b, args.clients, args.seconds, args.requests)
+                report["serve"][label].append(result)
+                print(round_, label, result, file=sys.stderr, flush=True)
+            for index, (label, options) in enumerate(BATCHES):
+                out = Path(folder) / f"out{round_}-{index}"
+                report["match_pairs"][label].append(match_pairs(options, args.pairs_dir, pairs, out))
+                print(round_, label, report["match_pairs"][label][-1], file=sys.stderr, flush=True)
     print(json.dumps(report) if args.json else json.dumps(report, indent=1))
     return report
 
