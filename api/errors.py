@@ -9,6 +9,7 @@ failures the routes themselves detect. Details of unexpected errors go to the lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +33,7 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = ErrorResponse(error=code, detail=detail, request_id=REQUEST_ID.get())
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)

@@ -45,7 +45,7 @@ def default_video() -> Path:
 def video_frames(path: Path, count: int, quality: int = 85) -> list[bytes]:
     """Up to `count` frames of a video as JPEG bytes (what the page sends)."""
     capture = cv2.VideoCapture(str(path))
-    frames = []
+    frames: list[bytes] = []
     while len(frames) < count:
         ok, frame = capture.read()
         if not ok:
@@ -272,7 +272,7 @@ async def run_load(
         *[ws_stream(url, frames, deadline, stream_frames, s) for s in ws],
     )
     elapsed = time.perf_counter() - start
-    report = {"seconds": round(elapsed, 2)}
+    report: dict = {"seconds": round(elapsed, 2)}
     if clients:
         report["match"] = http.summary(elapsed)
     for i, stats in enumerate(ws):

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import cv2
 import httpx
@@ -101,24 +102,17 @@ def parallel_matches(url: str, a: bytes, b: bytes, count: int, pid: int | None, 
     if pid is not None:
         report["rss_mb_before"] = round(rss_mb(pid), 1)
     start = time.perf_counter()
-    with RssWatch(pid) if pid is not None else _Nothing() as watch, ThreadPoolExecutor(count) as pool:
+    watch = RssWatch(pid) if pid is not None else None
+    with watch or nullcontext(), ThreadPoolExecutor(count) as pool:
         answers = list(pool.map(one, range(count)))
     report["seconds"] = round(time.perf_counter() - start, 2)
     report["statuses"] = sorted(status for status, _ in answers)
     first_503 = [s for status, s in answers if status == 503]
     report["first_503_after_s"] = round(min(first_503), 2) if first_503 else None
-    if pid is not None:
+    if pid is not None and watch is not None:
         report["rss_mb_peak_polled"] = round(watch.peak_mb, 1)
         report["rss_mb_hwm"] = round(rss_mb(pid, "VmHWM"), 1)
     return report
-
-
-class _Nothing:
-    def __enter__(self) -> _Nothing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def chunked_upload(url: str, total: int = 100_000_000, rate: float = 10e6, seconds: float = 60.0) -> dict:

@@ -7,7 +7,7 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
@@ -118,7 +118,7 @@ class _Run:
 
     image0: np.ndarray
     image1: np.ndarray
-    result: object  # inference.MatchResult
+    result: Any  # inference.MatchResult
     inference_ms: float
     start: float
     decoded: float

@@ -52,7 +52,7 @@ def header_timeout_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
                 self.transport.write(_TIMEOUT_ANSWER)
                 self.transport.close()
 
-        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 

@@ -179,7 +179,6 @@ class Service:
         return matched.result, matched.inference_ms
 
 
-
 @contextmanager
 def _naming(name: str) -> Iterator[None]:
     """Prefix an `ImageError` raised inside with the name of the part (`image 'a': ...`)."""

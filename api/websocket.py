@@ -95,7 +95,7 @@ class Settings(_Control):
 
 
 Control = Annotated[SetReference | ClearReference | Pause | Resume | Settings, Field(discriminator="type")]
-_CONTROL = TypeAdapter(Control)
+_CONTROL: TypeAdapter[Any] = TypeAdapter(Control)
 _KINDS = ("set_reference", "clear_reference", "pause", "resume", "settings")
 
 
@@ -354,7 +354,7 @@ class StreamSession:
         if self.reference is None:
             self.reference_id, self.reference = frame_id, frame
             await self.send({"type": "reference_set", "frame_id": frame_id})
-        options = {"max_matches": self.max_matches}
+        options: dict[str, Any] = {"max_matches": self.max_matches}
         if self.threshold is not None:
             options["threshold"] = self.threshold
         result, inference_ms = await self.service.match(self.reference, frame, live=True, **options)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def _exif_orientation(image: Image.Image) -> int:
 
 def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     """Rotate / flip as EXIF orientation tag 1..8 says, as `cv2.imread` does by default."""
-    ops = {
+    ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
         2: lambda im: cv2.flip(im, 1),
         3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
         4: lambda im: cv2.flip(im, 0),

@@ -128,4 +128,4 @@ def letterbox(gray: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray
         gray = cv2.resize(gray, resized, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     model_input = np.zeros((1, 1, input_size[1], input_size[0]), dtype=np.float32)
     model_input[0, 0, : resized[1], : resized[0]] = gray
-    return model_input, Letterbox(original, resized, tuple(input_size))
+    return model_input, Letterbox(original, resized, (input_size[0], input_size[1]))

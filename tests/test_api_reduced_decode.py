@@ -49,4 +49,3 @@ def test_large_jpeg_is_matched_from_a_reduced_decode_in_full_pixels(client):
     error = np.linalg.norm(corners_through(served, 1280, 960) - corners_through(reference, 1280, 960), axis=1)
     print(f"corner difference reduced vs full decode: mean {error.mean():.2f} px, max {error.max():.2f} px")
     assert error.mean() < 2.0  # of a 1280x960 image; a wrong scale or offset is far off
-
