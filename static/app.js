@@ -322,12 +322,14 @@ function showChosen() {
   $("chosen").textContent = `a: ${name("image-a")} · b: ${name("image-b")}`;
 }
 
-const dropZone = $("drop-zone");
+// The whole upload tab takes drops (a file dropped beside the zone would otherwise make
+// the browser leave the page to show it); the zone lights up.
+const dropZone = $("drop-zone"), uploadTab = $("upload");
 for (const kind of ["dragenter", "dragover"])
-  dropZone.addEventListener(kind, (event) => { event.preventDefault(); dropZone.classList.add("over"); });
+  uploadTab.addEventListener(kind, (event) => { event.preventDefault(); dropZone.classList.add("over"); });
 for (const kind of ["dragleave", "drop"])
-  dropZone.addEventListener(kind, () => dropZone.classList.remove("over"));
-dropZone.addEventListener("drop", (event) => {
+  uploadTab.addEventListener(kind, () => dropZone.classList.remove("over"));
+uploadTab.addEventListener("drop", (event) => {
   event.preventDefault();
   setFiles(event.dataTransfer.files);
 });
