@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import cv2
 import httpx
@@ -189,10 +190,12 @@ def start_server(
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
     python: str = sys.executable,
+    stderr: IO[bytes] | None = None,
 ) -> subprocess.Popen:
     """`coarse-loftr serve` on 127.0.0.1:`port` in a child process; extra: more `serve`
     options; env: variables added to this process's environment (COARSE_LOFTR_*);
-    python: the interpreter (another checkout's environment, to measure it)."""
+    python: the interpreter (another checkout's environment, to measure it); stderr: where
+    the server's log goes (default: this process's stderr)."""
     command = [
         python,
         "-m",
@@ -209,7 +212,7 @@ def start_server(
     ]
     if threads:
         command += ["--threads", str(threads)]
-    return subprocess.Popen([*command, *extra], env={**os.environ, **(env or {})})
+    return subprocess.Popen([*command, *extra], env={**os.environ, **(env or {})}, stderr=stderr)
 
 
 @contextmanager
@@ -220,11 +223,14 @@ def running_server(
     queue_size: int = 8,
     env: dict[str, str] | None = None,
     python: str = sys.executable,
+    stderr: IO[bytes] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A healthy real server for the duration of a `with`: (its URL, its process). It is
     stopped (SIGTERM) at the end unless it already exited."""
     url = f"http://127.0.0.1:{free_port()}"
-    process = start_server(str(weights), int(url.rsplit(":", 1)[1]), threads, queue_size, extra, env, python)
+    process = start_server(
+        str(weights), int(url.rsplit(":", 1)[1]), threads, queue_size, extra, env, python, stderr
+    )
     try:
         wait_healthy(url, process)
         yield url, process

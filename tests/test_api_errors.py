@@ -73,3 +73,23 @@ def test_overlay_failure_answers_an_error_and_the_stream_goes_on(app, monkeypatc
         assert message["frame_id"] == 2
         overlay = cv2.imdecode(np.frombuffer(ws.receive_bytes(), np.uint8), cv2.IMREAD_COLOR)
         assert overlay is not None and overlay.ndim == 3
+
+
+def test_log_lines_are_json_with_the_request_id_or_plain_text():
+    from coarse_loftr.api.logs import REQUEST_ID, JsonFormatter, PlainFormatter, RequestIdFilter, log_config
+
+    record = logging.makeLogRecord(
+        {"name": "coarse_loftr.api", "levelname": "INFO", "msg": "request", "status": 413, "route": "/match"}
+    )
+    token = REQUEST_ID.set("abc.1")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        REQUEST_ID.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "request" and line["request_id"] == "abc.1" and line["level"] == "info"
+    assert line["status"] == 413 and line["route"] == "/match" and line["time"].endswith("+00:00")
+    plain = PlainFormatter().format(record)
+    assert "[abc.1] request" in plain and '"status": 413' in plain
+    assert log_config("plain", "info")["formatters"]["default"]["()"] is PlainFormatter
+    assert log_config("json", "info")["loggers"]["uvicorn.access"]["handlers"] == []  # ours replaces it

@@ -376,8 +376,10 @@ def test_slow_body_gets_408(server):
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
 
 
-def test_sigterm_drains_the_request_in_flight_and_exits_0(random_student_onnx, pair):
-    with loadtest.running_server(random_student_onnx) as (url, process):
+def test_sigterm_drains_the_request_in_flight_and_exits_0(random_student_onnx, pair, tmp_path):
+    """Also: the server's log is JSON lines, each request's with its id."""
+    log = (tmp_path / "server.log").open("wb")
+    with loadtest.running_server(random_student_onnx, "--log-level", "info", stderr=log) as (url, process):
         host, port = url.removeprefix("http://").split(":")
         body = b"".join(
             [
@@ -391,7 +393,7 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(random_student_onnx, p
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(
                 b"POST /match HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(body)
+                b"X-Request-ID: drained-1\r\nContent-Length: %d\r\n\r\n" % len(body)
             )
             sock.sendall(body[:1000])  # the request is in flight...
             time.sleep(0.5)
@@ -406,6 +408,11 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(random_student_onnx, p
                 answer += data
         assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
         assert process.wait(30) == 0
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    (served,) = [line for line in lines if line.get("request_id") == "drained-1"]
+    assert served["message"] == "request" and served["status"] == 200 and served["route"] == "/match"
+    assert any(line["message"].startswith("Finished server process") for line in lines)
 
 
 # -- case 10: the OpenAPI file fields say `format: binary` -----------------------------
