@@ -174,6 +174,33 @@ def _label(canvas: np.ndarray, text: str, x: int, colour: tuple[int, int, int]) 
     cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
 
 
+def _stamp(canvas: np.ndarray, points: np.ndarray, colours: np.ndarray, radius: float) -> None:
+    """Round dots of `radius` pixels at (M, 2) int x, y canvas points, colours (M, 3) BGR,
+    later points over earlier ones: one numpy assignment for all of them (thick
+    zero-length OpenCV lines cost a call and a polygon fill each)."""
+    reach = int(radius)
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    inside = dx**2 + dy**2 <= radius**2
+    ys = (points[:, 1, None] + dy[inside][None]).ravel()
+    xs = (points[:, 0, None] + dx[inside][None]).ravel()
+    keep = (ys >= 0) & (ys < canvas.shape[0]) & (xs >= 0) & (xs < canvas.shape[1])
+    canvas[ys[keep], xs[keep]] = np.repeat(colours, inside.sum(), axis=0)[keep]
+
+
+def _outline(canvas: np.ndarray, layout: Layout, corners1: np.ndarray) -> None:
+    """The (4, 2) polygon, in image1's pixels, drawn inside image1 only: a border that maps
+    beyond image1 must not cross into image0's panel."""
+    (x, y), (w, h) = layout.offsets[1], layout.drawn[1]
+    # A corner near the horizon maps far away: clip before the integer cast.
+    polygon = np.clip(layout.to_canvas(1, corners1) - [x, y], -1e5, 1e5)
+    region = canvas[y : y + h, x : x + w].copy()  # OpenCV draws on contiguous arrays
+    thickness = max(2, round(min(canvas.shape[:2]) / 160))
+    points = [np.rint(polygon).astype(np.int32)]
+    cv2.polylines(region, points, True, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.polylines(region, points, True, OUTLINE_BGR, thickness, cv2.LINE_AA)
+    canvas[y : y + h, x : x + w] = region
+
+
 def _place(canvas: np.ndarray, image: np.ndarray, offset: tuple[int, int], size: tuple[int, int]) -> None:
     # Resize before the display conversion: a 16-bit or 4-channel image is shrunk first.
     if (image.shape[1], image.shape[0]) != size:
@@ -241,19 +268,19 @@ def draw_matches(
     start = np.rint(layout.to_canvas(0, kpts0[chosen])).astype(np.int32)
     end = np.rint(layout.to_canvas(1, kpts1[chosen])).astype(np.int32)
     colour_index = _colours(kpts0[chosen], size0, None if inlier is None else inlier[chosen])
-    segments = np.stack([start, end], axis=1)  # (count, 2, 2)
-    dot = max(3, round(min(canvas.shape[:2]) / 160))
-    # One cv2.polylines call per colour (not a Python call per line): outliers first, so
-    # that inliers stay on top. Lines are aliased (LINE_AA costs several times more);
-    # a zero-length thick polyline is a round dot.
-    for index in np.unique(colour_index).tolist():
-        group = segments[colour_index == index]
-        colour = OUTLIER_BGR if index < 0 else _PALETTE[index].tolist()
-        if style != "points":
-            cv2.polylines(canvas, list(group), False, colour, 1, cv2.LINE_8)
-        if style != "lines":
-            points = np.concatenate([group[:, :1], group[:, 1:]])  # (2 * count, 1, 2)
-            cv2.polylines(canvas, list(np.repeat(points, 2, axis=1)), False, colour, dot, cv2.LINE_8)
+    if style != "points":
+        segments = np.stack([start, end], axis=1)  # (count, 2, 2)
+        # One cv2.polylines call per colour (not a Python call per line): outliers first, so
+        # that inliers stay on top. Lines are aliased (LINE_AA costs several times more).
+        for index in np.unique(colour_index).tolist():
+            colour = OUTLIER_BGR if index < 0 else _PALETTE[index].tolist()
+            cv2.polylines(canvas, list(segments[colour_index == index]), False, colour, 1, cv2.LINE_8)
+    if style != "lines":
+        radius = max(1.5, min(canvas.shape[:2]) / 320)
+        first = np.argsort(colour_index >= 0, kind="stable")  # outliers first: inliers on top
+        colours = np.where(colour_index[:, None] < 0, np.array(OUTLIER_BGR), _PALETTE[colour_index])
+        dots = np.concatenate([start[first], end[first]])
+        _stamp(canvas, dots, np.concatenate([colours[first]] * 2), radius)
 
     if outline:
         if homography is None:
@@ -262,11 +289,7 @@ def draw_matches(
             w0, h0 = size0
             corners = np.array([[-0.5, -0.5], [w0 - 0.5, -0.5], [w0 - 0.5, h0 - 0.5], [-0.5, h0 - 0.5]])
             warped = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), np.asarray(homography, np.float64))
-            # A corner near the horizon maps far away: clip before the integer cast.
-            polygon = np.rint(np.clip(layout.to_canvas(1, warped.reshape(-1, 2)), -1e5, 1e5)).astype(np.int32)
-            thickness = max(2, round(min(canvas.shape[:2]) / 160))
-            cv2.polylines(canvas, [polygon], True, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-            cv2.polylines(canvas, [polygon], True, OUTLINE_BGR, thickness, cv2.LINE_AA)
+            _outline(canvas, layout, warped.reshape(-1, 2))
     lines = text.splitlines() if text else []
     if caption:
         counts = f"{len(conf)} matches"

@@ -166,6 +166,10 @@ def test_outline_of_the_reference_and_lost():
     rows, cols = np.nonzero(outline)
     assert cols.min() >= 160 + 35 and cols.max() <= 160 + 125 and rows.min() >= 25 and rows.max() <= 95
     assert outline[:, :160].sum() == 0
+    # A border that maps beyond image1 stays inside image1's panel.
+    beyond = np.array([[1.0, 0, -80], [0, 1.0, 10], [0, 0, 1.0]])
+    canvas = draw_matches(grey, grey, *NONE, homography=beyond, outline=True, caption=False)
+    assert np.array_equal(canvas[:, :160], grey) and np.all(canvas[:, 160:] == OUTLINE_BGR, axis=2).sum() > 50
     lost = draw_matches(grey, grey, *NONE, homography=None, outline=True, caption=False)
     assert np.all(lost[:, 160:] == OUTLIER_BGR, axis=2).any() and np.all(lost[:, :160] == 90)
     assert np.array_equal(
