@@ -76,10 +76,11 @@ def test_sixteen_bit_rgba_counts_eight_bytes_a_pixel(server):
 
 
 def test_parallel_large_decodes_stay_within_the_budget(server):
-    """Eight requests at once, each two 2200x2200 16-bit RGBA PNGs (39 MB decoded each,
+    """Twelve requests at once, each two 2200x2200 16-bit RGBA PNGs (39 MB decoded each,
     68 MB with preprocessing: one request fits the 200 MB budget at a time). The others
     are refused with 503 + Retry-After before decoding, and the server's peak memory grows
-    by less than the budget (before admission, eight such requests took over 1.2 GB)."""
+    by less than the budget and a margin for the allocator (before admission every request
+    held its two images while it waited for the matcher: several times the budget)."""
     url, process = server
     image = png(np.zeros((2200, 2200, 4), np.uint16))
     httpx.post(f"{url}/match", files=match_files(*pair_bytes("0001"), kind="jpeg"), timeout=60)  # warm
@@ -91,8 +92,8 @@ def test_parallel_large_decodes_stay_within_the_budget(server):
             f"{url}/match", files=match_files(image, image), params={"threshold": 0}, timeout=120
         )
 
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(one, range(8)))
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, range(12)))
     peak = loadtest.rss_mb(process.pid, "VmHWM")
     statuses = sorted(a.status_code for a in answers)
     assert set(statuses) <= {200, 503}, [a.text for a in answers]
@@ -104,7 +105,7 @@ def test_parallel_large_decodes_stay_within_the_budget(server):
     assert _busy_total(url) - busy_before == statuses.count(503)
     growth = peak - before
     print(f"peak RSS {peak:.0f} MB, {growth:+.0f} MB over {before:.0f} MB; answers {statuses}")
-    assert growth < BUDGET / 1e6 + 100, f"peak RSS grew {growth:.0f} MB"
+    assert growth < BUDGET / 1e6 + 150, f"peak RSS grew {growth:.0f} MB"
     assert httpx.get(f"{url}/health").status_code == 200
 
 
