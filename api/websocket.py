@@ -159,15 +159,17 @@ def render_overlay(
     geometry: GeometryResult | None = None,
     view: View = View(),
 ) -> bytes:
-    """Reference | frame with the matches (inliers apart when `geometry` is given), the
-    reference's border warped onto the frame and the server FPS drawn, as JPEG bytes."""
+    """Reference | frame with the matches (inliers apart while the reference is tracked:
+    the inliers of a lost fit mean nothing), the reference's border warped onto the frame
+    and the server FPS drawn, as JPEG bytes."""
+    tracked = geometry is not None and geometry.matrix is not None
     canvas = draw_matches(
         reference,
         frame,
         result.keypoints0,
         result.keypoints1,
         result.confidence,
-        inliers=None if geometry is None else geometry.inliers,
+        inliers=geometry.inliers if tracked else None,
         text=f"{fps:.1f} FPS",
         max_lines=MAX_LINES if view.lines or view.points else 0,
         style="both" if view.lines and view.points else "lines" if view.lines else "points",
