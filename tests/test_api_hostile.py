@@ -21,6 +21,7 @@ import websockets
 from api_helpers import jpeg, pair_bytes, png
 
 from coarse_loftr.api import loadtest
+from coarse_loftr.api.probe import RssWatch
 
 MAX_UPLOAD = 2_000_000  # per image; a request may carry 2 * this + 64 KiB
 MAX_IMAGE = 40_000_000  # decoded bytes per image
@@ -116,6 +117,30 @@ def _busy_total(url: str) -> float:
         for line in text.splitlines()
         if line.startswith("coarse_loftr_busy_total")
     )
+
+
+def test_stream_decodes_a_huge_jpeg_frame_reduced(server):
+    """The stream shrinks frames to 640 px anyway: an 8000x6000 JPEG frame (144 MB decoded,
+    over the 40 MB per-image limit at full size) decodes at 1/8 in the DCT and is matched."""
+    url, process = server
+    gradient = np.linspace(0, 255, 8000, dtype=np.float32)[None, :] + np.zeros((6000, 1), np.float32)
+    frame = jpeg(cv2.merge([gradient.astype(np.uint8)] * 3), 80)
+    assert len(frame) < 4_000_000  # under the stream's frame limit
+    before = loadtest.rss_mb(process.pid)
+
+    async def session() -> dict:
+        async with websockets.connect(_ws_url(url), max_size=2**24, open_timeout=10) as ws:
+            await ws.recv()  # ready
+            await ws.send(frame)
+            while True:
+                message = await asyncio.wait_for(ws.recv(), 60)
+                if isinstance(message, str) and json.loads(message)["type"] in ("result", "error"):
+                    return json.loads(message)
+
+    with RssWatch(process.pid) as watch:  # VmHWM may hold an earlier test's peak: poll
+        reply = asyncio.run(session())
+    assert reply["type"] == "result", reply
+    assert watch.peak_mb - before < 100  # no 144 MB full decode
 
 
 # -- case 3: the byte limit holds for a chunked body, while it streams in --------------
