@@ -91,11 +91,15 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
-        backbone = BackboneConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("backbone").items()}
-        )
+        backbone_fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("backbone").items()
+        }
+        backbone = BackboneConfig(**backbone_fields)
         known = {f.name for f in fields(cls)}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        # JSON gives lists where the dataclass has tuples.
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
         return cls(backbone=backbone, **kwargs)
 
 

@@ -79,7 +79,7 @@ def sample_depth(
     corners = np.stack(
         [depth_map[y0, x0], depth_map[y0, x1], depth_map[y1, x0], depth_map[y1, x1]], axis=1
     ).astype(np.float64)
-    known = (np.isfinite(corners) & (corners > 0)).all(axis=1)
+    known = np.all(np.isfinite(corners) & (corners > 0), axis=1)
     safe = np.where(known[:, None], corners, 1.0)
     consistent = safe.max(axis=1) <= safe.min(axis=1) * (1 + max_spread)
     inverse = 1.0 / safe

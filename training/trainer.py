@@ -108,7 +108,7 @@ def compute_losses(
     if model.fine_head is not None and out.fine0 is not None:
         offset, _ = model.fine_head(out.fine0, out.fine1, batch["match_index1"], out.grid_hw)
         terms["fine"] = losses.fine_loss(
-            offset, batch["offset1"], batch["fine_valid"], model.config.backbone.fine_stride
+            offset, batch["offset1"], batch["fine_valid"], model.fine_head.fine_stride
         )
         supervised = supervised + config.loss.fine_weight * terms["fine"]
         if model.fine2_head is not None and out.fine2_0 is not None:
@@ -132,6 +132,7 @@ def second_level_loss(
     around the true cell (as at inference, where it starts from the first level's
     output). Rows whose true position falls outside its window carry no signal."""
     head = model.fine2_head
+    assert head is not None, "the second level's loss needs a model with that level"
     centres = model.cell_centres(out.grid_hw, first_offset.device)[batch["match_index1"]]
     refined, window_centre, _ = head(out.fine2_0, out.fine2_1, centres + first_offset)
     truth = centres + batch["offset1"]
