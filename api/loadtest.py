@@ -36,11 +36,19 @@ SHARED = SHARED_DATA
 
 
 def default_pair() -> tuple[Path, Path]:
-    return SHARED / "eval-dev/pairs/0001_a.jpg", SHARED / "eval-dev/pairs/0001_b.jpg"
+    return _beside_checkout(
+        SHARED / "eval-dev/pairs/0001_a.jpg", "--pair A B"
+    ), SHARED / "eval-dev/pairs/0001_b.jpg"
 
 
 def default_video() -> Path:
-    return SHARED / "video/visp_mbt_cube_640x480.mp4"
+    return _beside_checkout(SHARED / "video/visp_mbt_cube_640x480.mp4", "--video CLIP")
+
+
+def _beside_checkout(path: Path, option: str) -> Path:
+    if not path.is_file():
+        raise SystemExit(f"{path} not found (the team's data beside the checkout): pass {option}")
+    return path
 
 
 def video_frames(path: Path, count: int, quality: int = 85) -> list[bytes]:
