@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import ray
 from ray._private import ray_constants
+from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
 from ray.exceptions import RayError
 
 from .runner import MatchSettings, PairJob, match_job
@@ -52,6 +53,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         # loopback only.
         os.environ[_LOOPBACK_ONLY] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
+        # A local Ray uses token authentication when this user has a token (Ray's own rule
+        # for `ray.init()` and `address="auto"`); joining it by address must do the same.
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     if address in (None, "local"):
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1,
