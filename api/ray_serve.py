@@ -153,6 +153,9 @@ def build_application(settings: ServiceSettings, options: RayOptions) -> serve.A
                 "min_replicas": low,
                 "max_replicas": high,
                 "target_ongoing_requests": 1,
+                # A pair takes ~0.1 s: react within seconds, not Serve's default 30.
+                "upscale_delay_s": 5,
+                "look_back_period_s": 10,
             }
         }
     matcher = serve.deployment(
