@@ -72,7 +72,8 @@ def one_client(url: str, a: bytes, b: bytes, seconds: float, requests: int) -> d
     """Sequential /match calls: latency, the matcher's own time (`timings_ms.inference`,
     measured where it ran) and their difference, the cost of everything around the model
     (multipart, decode, the hops to a replica and back, JSON)."""
-    latencies, inference = [], []
+    latencies: list[float] = []
+    inference: list[float] = []
     deadline = time.perf_counter() + seconds
     with httpx.Client(base_url=url, timeout=120) as client:
         while time.perf_counter() < deadline and len(latencies) < requests:
