@@ -65,10 +65,12 @@ def plot_frontier(figures: dict, path: Path, title: str) -> None:
 
     points = frontier_points(figures)
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for name, ms, auc in points:
+    for index, (name, ms, auc) in enumerate(points):
         ours = name.startswith("ours")
         axes.scatter([ms], [auc], s=46, marker="o" if ours else "s", color="tab:blue" if ours else "tab:gray")
-        axes.annotate(name, (ms, auc), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # Labels alternate above / below, so that neighbours in time do not print over each other.
+        offset = (6, 4) if index % 2 == 0 else (6, -11)
+        axes.annotate(name, (ms, auc), textcoords="offset points", xytext=offset, fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel("milliseconds per pair (matching, mean; log scale)")
     axes.set_ylabel(f"AUC@{FRONTIER_AUC_PX}px (%)")
