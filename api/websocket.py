@@ -169,7 +169,7 @@ def render_overlay(
         result.keypoints0,
         result.keypoints1,
         result.confidence,
-        inliers=geometry.inliers if tracked else None,
+        inliers=geometry.inliers if geometry is not None and tracked else None,
         text=f"{fps:.1f} FPS",
         max_lines=MAX_LINES if view.lines or view.points else 0,
         style="both" if view.lines and view.points else "lines" if view.lines else "points",

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .drawing import MAX_LINES, draw_matches
+from .io import read_image
 from .matcher import Matcher
 from .paths import SHARED_DATA
 from .registration import estimate_homography
@@ -101,7 +102,7 @@ def load_pairs(count: int, folder: Path | None = None) -> tuple[list[BenchPair],
     if manifest.is_file():
         entries = json.loads(manifest.read_text())["pairs"][:count]
         pairs = [
-            BenchPair(entry["id"], cv2.imread(str(folder / entry["a"])), cv2.imread(str(folder / entry["b"])))
+            BenchPair(entry["id"], read_image(folder / entry["a"]), read_image(folder / entry["b"]))
             for entry in entries
         ]
         if pairs and all(p.image0 is not None and p.image1 is not None for p in pairs):
@@ -114,7 +115,7 @@ def synthetic_pair(seed: int, size: tuple[int, int] = (640, 480)) -> BenchPair:
     perspective warp of it: the same content on every machine."""
     rng = np.random.default_rng(1000 + seed)
     width, height = size
-    image = np.full((height, width), 128, np.uint8)
+    image: np.ndarray = np.full((height, width), 128, np.uint8)
     for _ in range(120):
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         axes = (int(rng.integers(4, 60)), int(rng.integers(4, 60)))
@@ -124,7 +125,7 @@ def synthetic_pair(seed: int, size: tuple[int, int] = (640, 480)) -> BenchPair:
         end = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         cv2.line(image, start, end, int(rng.integers(0, 256)), int(rng.integers(1, 4)))
     image = cv2.add(image, rng.integers(0, 20, image.shape, dtype=np.uint8))
-    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
     moved = (corners + rng.uniform(-0.08, 0.08, (4, 2)) * [width, height]).astype(np.float32)
     warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(corners, moved), (width, height))
     return BenchPair(f"synthetic-{seed}", image, warped)
@@ -171,10 +172,11 @@ def bench_opencv(
 ) -> BenchRow:
     """ORB or SIFT with `features` keypoints per image, brute-force mutual matching, on
     the pairs resized to `size` (the resize counts as pre-processing)."""
+    detector: cv2.Feature2D
     if kind == "orb":
-        detector, norm = cv2.ORB_create(nfeatures=features), cv2.NORM_HAMMING
+        detector, norm = cv2.ORB.create(nfeatures=features), cv2.NORM_HAMMING
     elif kind == "sift":
-        detector, norm = cv2.SIFT_create(nfeatures=features), cv2.NORM_L2
+        detector, norm = cv2.SIFT.create(nfeatures=features), cv2.NORM_L2
     else:
         raise ValueError(f"unknown OpenCV method {kind!r}")
     matcher = cv2.BFMatcher(norm, crossCheck=True)
@@ -361,6 +363,7 @@ def prepare_models(
     if checkpoint is not None:
         model, config = load_checkpoint(checkpoint)
     else:
+        assert preset is not None, "a checkpoint or a preset"
         torch.manual_seed(0)
         config = get_preset(preset)
         model = CoarseLoFTR(config).eval()

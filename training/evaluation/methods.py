@@ -54,11 +54,12 @@ class OpenCVFeatures:
     ratio: float = 0.8
 
     def __post_init__(self) -> None:
+        self._extractor: cv2.Feature2D
         if self.detector == "sift":
-            self._extractor = cv2.SIFT_create(nfeatures=self.num_features)
+            self._extractor = cv2.SIFT.create(nfeatures=self.num_features)
             self._matcher = cv2.BFMatcher(cv2.NORM_L2)
         elif self.detector == "orb":
-            self._extractor = cv2.ORB_create(nfeatures=self.num_features)
+            self._extractor = cv2.ORB.create(nfeatures=self.num_features)
             self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         else:
             raise ValueError(f"unknown OpenCV detector {self.detector!r}; expected 'sift' or 'orb'")
