@@ -336,5 +336,8 @@ async def page(request: Request, service: Annotated[Service, Depends(get_service
             "live_size": "x".join(map(str, service.live_matcher.input_size)),
             "version": request.app.version,
             "max_side": service.settings.ws_max_side,
+            # The page's defaults are the library's, not numbers of its own.
+            "threshold": MatchConfig.threshold,
+            "ransac_threshold": RegistrationConfig.threshold_px,
         },
     )

@@ -398,9 +398,9 @@ $("upload-form").addEventListener("submit", async (event) => {
   form.append("a", $("image-a").files[0]);
   form.append("b", $("image-b").files[0]);
   const params = new URLSearchParams({
-    threshold: $("threshold").value || "0.2",
+    threshold: $("threshold").value || $("threshold").defaultValue,
     ransac: $("ransac").value,
-    ransac_threshold: $("ransac-threshold").value || "3",
+    ransac_threshold: $("ransac-threshold").value || $("ransac-threshold").defaultValue,
     draw: $("draw").value,
     include: "overlay,warp",  // everything from one model run
   });

@@ -318,3 +318,13 @@ def test_uploads_and_the_stream_use_their_own_models(tmp_path, random_student_on
         assert client.get("/info").json()["live_input_size"] == {"width": 640, "height": 480}
         service = client.app.state.service
         assert service.live_matcher is service.matcher  # one model, loaded once
+
+
+def test_page_defaults_are_the_librarys(client):
+    """The page's threshold fields start at the library's defaults (no numbers of its own)."""
+    from coarse_loftr.inference.config import MatchConfig, RegistrationConfig
+
+    page = client.get("/").text
+    assert f'id="threshold" min="0" max="1" step="any" value="{MatchConfig.threshold}"' in page
+    assert f'id="live-threshold" min="0" max="1" step="any" value="{MatchConfig.threshold}"' in page
+    assert f'value="{RegistrationConfig.threshold_px}"' in page
