@@ -17,7 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -141,30 +141,44 @@ def bench_matcher(
     matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str, gflops: float | None, note: str = ""
 ) -> BenchRow:
     """Time `matcher.match` on every pair `repeat` times after one warm-up run."""
-    matcher.match(pairs[0].image0, pairs[0].image1)
-    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    matches = []
-    for pair in pairs:
-        for _ in range(repeat):
-            result = matcher.match(pair.image0, pair.image1)
-            for phase in PHASES:
-                samples[phase].append(result.timings_ms[phase])
-            matches.append(len(result))
-    median, p90 = _stats(samples)
+
+    def once(pair: BenchPair) -> tuple[dict[str, float], int]:
+        result = matcher.match(pair.image0, pair.image1)
+        return result.timings_ms, len(result)
+
+    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
     width, height = matcher.input_size
     return BenchRow(
         method=label,
         backend=matcher.backend.describe(),
         size=f"{width}x{height}",
-        samples=len(matches),
+        samples=samples,
         median_ms=median,
         p90_ms=p90,
         fps=1e3 / median["total"],
-        matches=float(np.mean(matches)),
+        matches=matches,
         gflops=gflops,
         gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
         note=note,
     )
+
+
+def _time_pairs(
+    once: Callable[[BenchPair], tuple[dict[str, float], int]], pairs: list[BenchPair], repeat: int
+) -> tuple[dict[str, float], dict[str, float], int, float]:
+    """Run `once` (-> per-phase milliseconds, match count) `repeat` times per pair after
+    one warm-up run -> (median and p90 per phase, runs, mean match count)."""
+    once(pairs[0])
+    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    matches = []
+    for pair in pairs:
+        for _ in range(repeat):
+            times, count = once(pair)
+            for phase in PHASES:
+                samples[phase].append(times[phase])
+            matches.append(count)
+    median, p90 = _stats(samples)
+    return median, p90, len(matches), float(np.mean(matches))
 
 
 def bench_opencv(
@@ -199,25 +213,16 @@ def bench_opencv(
             "total": (end - start) * 1e3,
         }, len(found)
 
-    once(pairs[0])
-    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    matches = []
-    for pair in pairs:
-        for _ in range(repeat):
-            times, count = once(pair)
-            for phase in PHASES:
-                samples[phase].append(times[phase])
-            matches.append(count)
-    median, p90 = _stats(samples)
+    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
     return BenchRow(
         method=kind.upper(),
         backend=f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
         size=f"{size[0]}x{size[1]}",
-        samples=len(matches),
+        samples=samples,
         median_ms=median,
         p90_ms=p90,
         fps=1e3 / median["total"],
-        matches=float(np.mean(matches)),
+        matches=matches,
         note=f"{features} features, detect+describe as inference, brute-force cross-check matching",
     )
 
@@ -239,25 +244,16 @@ def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int
             "total": (end - start) * 1e3,
         }, len(keypoints0)
 
-    once(pairs[0])
-    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    matches = []
-    for pair in pairs:
-        for _ in range(repeat):
-            times, count = once(pair)
-            for phase in PHASES:
-                samples[phase].append(times[phase])
-            matches.append(count)
-    median, p90 = _stats(samples)
+    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
     return BenchRow(
         method=peer.method.name,
         backend=peer.backend,
         size=f"{size[0]}x{size[1]}",
-        samples=len(matches),
+        samples=samples,
         median_ms=median,
         p90_ms=p90,
         fps=1e3 / median["total"],
-        matches=float(np.mean(matches)),
+        matches=matches,
         note=peer.note,
     )
 
