@@ -146,28 +146,22 @@ def bench_matcher(
         result = matcher.match(pair.image0, pair.image1)
         return result.timings_ms, len(result)
 
-    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
     width, height = matcher.input_size
-    return BenchRow(
-        method=label,
-        backend=matcher.backend.describe(),
-        size=f"{width}x{height}",
-        samples=samples,
-        median_ms=median,
-        p90_ms=p90,
-        fps=1e3 / median["total"],
-        matches=matches,
-        gflops=gflops,
-        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
-        note=note,
-    )
+    return _timed_row(once, pairs, repeat, label, matcher.backend.describe(), (width, height), note, gflops)
 
 
-def _time_pairs(
-    once: Callable[[BenchPair], tuple[dict[str, float], int]], pairs: list[BenchPair], repeat: int
-) -> tuple[dict[str, float], dict[str, float], int, float]:
+def _timed_row(
+    once: Callable[[BenchPair], tuple[dict[str, float], int]],
+    pairs: list[BenchPair],
+    repeat: int,
+    method: str,
+    backend: str,
+    size: tuple[int, int],
+    note: str = "",
+    gflops: float | None = None,
+) -> BenchRow:
     """Run `once` (-> per-phase milliseconds, match count) `repeat` times per pair after
-    one warm-up run -> (median and p90 per phase, runs, mean match count)."""
+    one warm-up run -> the method's row."""
     once(pairs[0])
     samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
     matches = []
@@ -178,7 +172,19 @@ def _time_pairs(
                 samples[phase].append(times[phase])
             matches.append(count)
     median, p90 = _stats(samples)
-    return median, p90, len(matches), float(np.mean(matches))
+    return BenchRow(
+        method=method,
+        backend=backend,
+        size=f"{size[0]}x{size[1]}",
+        samples=len(matches),
+        median_ms=median,
+        p90_ms=p90,
+        fps=1e3 / median["total"],
+        matches=float(np.mean(matches)),
+        gflops=gflops,
+        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
+        note=note,
+    )
 
 
 def bench_opencv(
@@ -213,17 +219,14 @@ def bench_opencv(
             "total": (end - start) * 1e3,
         }, len(found)
 
-    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
-    return BenchRow(
-        method=kind.upper(),
-        backend=f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
-        size=f"{size[0]}x{size[1]}",
-        samples=samples,
-        median_ms=median,
-        p90_ms=p90,
-        fps=1e3 / median["total"],
-        matches=matches,
-        note=f"{features} features, detect+describe as inference, brute-force cross-check matching",
+    return _timed_row(
+        once,
+        pairs,
+        repeat,
+        kind.upper(),
+        f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
+        size,
+        f"{features} features, detect+describe as inference, brute-force cross-check matching",
     )
 
 
@@ -244,18 +247,7 @@ def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int
             "total": (end - start) * 1e3,
         }, len(keypoints0)
 
-    median, p90, samples, matches = _time_pairs(once, pairs, repeat)
-    return BenchRow(
-        method=peer.method.name,
-        backend=peer.backend,
-        size=f"{size[0]}x{size[1]}",
-        samples=samples,
-        median_ms=median,
-        p90_ms=p90,
-        fps=1e3 / median["total"],
-        matches=matches,
-        note=peer.note,
-    )
+    return _timed_row(once, pairs, repeat, peer.method.name, peer.backend, size, peer.note)
 
 
 @dataclass
