@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from coarse_loftr.inference.paths import SHARED_DATA
+from coarse_loftr.training.config import TRAINABLE
 
 from . import CommandError, size_arg
 
@@ -35,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument(
         "--init-from", type=Path, help="start from another run's checkpoint (new modules start fresh)"
+    )
+    parser.add_argument(
+        "--trainable",
+        choices=TRAINABLE,
+        default="all",
+        help="what learns: every parameter, or only the refinement heads (backbone and transformer "
+        "frozen, no coarse matrix computed: several times faster a pair; use with --init-from)",
     )
     parser.add_argument("--val-pairs", type=int, help="held-out synthetic validation pairs (64)")
     parser.add_argument("--val-every", type=int, help="validate every this many pairs (1000)")
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             total_pairs=args.pairs,
             num_threads=args.threads,
             seed=args.seed,
+            trainable=args.trainable,
             depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
             loss=replace(
                 LossConfig(),

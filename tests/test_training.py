@@ -339,6 +339,67 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
     assert "val_median_error_px" in history[-1] and "train_loss" in history[0]
 
 
+#: TINY with a second, stride-2 level and two-layer projections on both levels.
+TINY_TWO_LEVELS = replace(
+    TINY,
+    backbone=replace(TINY.backbone, fine2_stage=1),
+    fine_depth=2,
+    fine2_dim=4,
+    fine2_kernel=3,
+    fine2_depth=2,
+)
+
+
+def test_refinement_only_run_trains_the_heads_and_nothing_else(photo_folder, tmp_path, restore_threads):
+    """`trainable="refinement"` from a released-format checkpoint: the pair count goes
+    on from it, the heads' parameters move, and every other tensor (BatchNorm running
+    statistics included) stays bit for bit; the training steps never build the coarse
+    matrix."""
+    torch.manual_seed(0)
+    start = CoarseLoFTR(TINY_TWO_LEVELS)
+    released = tmp_path / "student.pt"
+    position = {"pairs_seen": 8, "steps": 2, "wall_seconds": 1.0, "warmup_origin": 0}
+    torch.save(
+        {"config": TINY_TWO_LEVELS.to_dict(), "model_state_dict": start.state_dict(), "training": position},
+        released,
+    )
+    files = sorted(photo_folder.iterdir())
+    pairs = HomographyPairs(files, SIZE, STRIDE, 16, TrainConfig().augment, seed=0)
+    val_pairs = HomographyPairs(files, SIZE, STRIDE, 2, TrainConfig().augment, seed=1)  # one micro-batch
+    config = replace(tiny_run_config(16), trainable="refinement", val_every_pairs=1000)
+    matrices = 0
+
+    def count(*_):
+        nonlocal matrices
+        matrices += 1
+
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, inputs, output: count() if type(module).__name__ == "DualSoftmax" else None
+    )
+    try:
+        state = train(
+            config, pairs, val_pairs, tmp_path / "run", model_config=TINY_TWO_LEVELS, init_from=released
+        )
+    finally:
+        hook.remove()
+    assert (state.pairs_seen, state.steps) == (16, 4)
+    assert matrices == 1  # the one validation at the end of the run, none in training steps
+    after = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model_state_dict"]
+    for name, value in start.state_dict().items():
+        in_head = name.startswith(("fine_head.", "fine2_head."))
+        if in_head and value.is_floating_point() and "running" not in name:
+            assert not torch.equal(value, after[name]), f"{name} did not learn"
+        elif not in_head:
+            assert torch.equal(value, after[name]), f"{name} moved although frozen"
+
+
+def test_unknown_trainable_part_fails(photo_folder, tmp_path):
+    files = sorted(photo_folder.iterdir())
+    pairs = HomographyPairs(files, SIZE, STRIDE, 4, TrainConfig().augment, seed=0)
+    with pytest.raises(ValueError, match="trainable"):
+        train(replace(tiny_run_config(4), trainable="backbone"), pairs, pairs, tmp_path, model_config=TINY)
+
+
 # --- the command ----------------------------------------------------------------------
 
 

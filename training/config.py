@@ -76,6 +76,10 @@ class DepthConfig:
     min_score: float = 0.0  # pair.txt view-selection score a partner must exceed
 
 
+#: What a run may change: every parameter, or only the refinement heads.
+TRAINABLE = ("all", "refinement")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "student"  # preset name in inference.config.PRESETS
@@ -89,6 +93,10 @@ class TrainConfig:
     checkpoint_minutes: float = 3.0
     num_threads: int = 2
     seed: int = 0
+    # "all", or "refinement": the backbone and transformer stay frozen (BatchNorm
+    # statistics included) and only the refinement heads learn; the coarse matrix is then
+    # not computed, so a step costs a fraction of a full one.
+    trainable: str = "all"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from coarse_loftr.inference.config import ModelConfig, get_preset
@@ -21,7 +22,7 @@ from coarse_loftr.inference.matching import grid_centres
 from coarse_loftr.inference.model import CoarseLoFTR
 
 from . import losses
-from .config import TrainConfig
+from .config import TRAINABLE, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,40 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
+def refinement_only(config: TrainConfig) -> bool:
+    if config.trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {config.trainable!r}")
+    return config.trainable == "refinement"
+
+
+def refinement_heads(model: CoarseLoFTR) -> list[nn.Module]:
+    return [head for head in (model.fine_head, model.fine2_head) if head is not None]
+
+
+def freeze_for(model: CoarseLoFTR, config: TrainConfig) -> None:
+    """With `trainable="refinement"`, stop gradients everywhere but the refinement heads."""
+    if not refinement_only(config):
+        return
+    if not refinement_heads(model):
+        raise ValueError("trainable='refinement' needs a model with a refinement head")
+    model.requires_grad_(False)
+    for head in refinement_heads(model):
+        head.requires_grad_(True)
+
+
+def set_train_mode(model: CoarseLoFTR, config: TrainConfig) -> None:
+    """Training mode, except for frozen modules, whose BatchNorm statistics must not move."""
+    if refinement_only(config):
+        model.eval()
+        for head in refinement_heads(model):
+            head.train()
+    else:
+        model.train()
+
+
 def make_optimizer(model: CoarseLoFTR, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
 
 
 def make_scaler(config: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
@@ -99,21 +132,24 @@ def compute_losses(
     teacher: CoarseLoFTR | None = None,
 ) -> dict[str, torch.Tensor]:
     """Forward one micro-batch and return every loss term plus their combination ("loss")."""
+    if refinement_only(config):
+        images = torch.cat([batch["image0"], batch["image1"]])
+        with torch.no_grad():
+            _, fine, fine2 = model.backbone(images)
+        stride = model.config.coarse_stride
+        grid_hw = (images.shape[2] // stride, images.shape[3] // stride)
+        terms = refinement_losses(model, model.refinement_features(fine, fine2), grid_hw, batch)
+        total = config.loss.fine_weight * torch.stack(list(terms.values())).sum()
+        terms["supervised"] = terms["loss"] = total
+        return terms
     out = model(batch["image0"], batch["image1"])
-    terms: dict[str, torch.Tensor] = {}
-    terms["coarse"] = losses.coarse_loss(
-        out.conf_matrix, batch["match_index1"], batch["coarse_valid"], config.loss
-    )
+    valid = batch["coarse_valid"]
+    terms = {"coarse": losses.coarse_loss(out.conf_matrix, batch["match_index1"], valid, config.loss)}
     supervised = terms["coarse"]
-    if model.fine_head is not None and out.fine0 is not None:
-        offset, _ = model.fine_head(out.fine0, out.fine1, batch["match_index1"], out.grid_hw)
-        terms["fine"] = losses.fine_loss(
-            offset, batch["offset1"], batch["fine_valid"], model.fine_head.fine_stride
-        )
-        supervised = supervised + config.loss.fine_weight * terms["fine"]
-        if model.fine2_head is not None and out.fine2_0 is not None:
-            terms["fine2"] = second_level_loss(model, out, batch, offset.detach())
-            supervised = supervised + config.loss.fine_weight * terms["fine2"]
+    features = (out.fine0, out.fine1, out.fine2_0, out.fine2_1)
+    for name, value in refinement_losses(model, features, out.grid_hw, batch).items():
+        terms[name] = value
+        supervised = supervised + config.loss.fine_weight * value
     distill = None
     if teacher is not None:
         with torch.no_grad():
@@ -125,16 +161,41 @@ def compute_losses(
     return terms
 
 
+def refinement_losses(
+    model: CoarseLoFTR,
+    features: tuple[torch.Tensor | None, ...],
+    grid_hw: tuple[int, int],
+    batch: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """L2 losses of the refinement levels ("fine", "fine2"), each started at the true
+    coarse cell. features: (fine0, fine1, fine2_0, fine2_1) as `refinement_features` gives."""
+    fine0, fine1, fine2_0, fine2_1 = features
+    terms: dict[str, torch.Tensor] = {}
+    if model.fine_head is None or fine0 is None or fine1 is None:
+        return terms
+    offset, _ = model.fine_head(fine0, fine1, batch["match_index1"], grid_hw)
+    stride = model.fine_head.fine_stride
+    terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"], stride)
+    if model.fine2_head is not None and fine2_0 is not None and fine2_1 is not None:
+        terms["fine2"] = second_level_loss(model, fine2_0, fine2_1, grid_hw, batch, offset.detach())
+    return terms
+
+
 def second_level_loss(
-    model: CoarseLoFTR, out, batch: dict[str, torch.Tensor], first_offset: torch.Tensor
+    model: CoarseLoFTR,
+    fine2_0: torch.Tensor,
+    fine2_1: torch.Tensor,
+    grid_hw: tuple[int, int],
+    batch: dict[str, torch.Tensor],
+    first_offset: torch.Tensor,
 ) -> torch.Tensor:
     """L2 loss of the second refinement level, started from the first level's estimate
     around the true cell (as at inference, where it starts from the first level's
     output). Rows whose true position falls outside its window carry no signal."""
     head = model.fine2_head
     assert head is not None, "the second level's loss needs a model with that level"
-    centres = model.cell_centres(out.grid_hw, first_offset.device)[batch["match_index1"]]
-    refined, window_centre, _ = head(out.fine2_0, out.fine2_1, centres + first_offset)
+    centres = model.cell_centres(grid_hw, first_offset.device)[batch["match_index1"]]
+    refined, window_centre, _ = head(fine2_0, fine2_1, centres + first_offset)
     truth = centres + batch["offset1"]
     truth_px = (truth + 0.5) / head.stride - 0.5
     inside = ((truth_px - window_centre).abs() <= head.window // 2).all(dim=-1)
@@ -146,7 +207,9 @@ def validate(
     model: CoarseLoFTR, val_batches: list[dict[str, torch.Tensor]], threshold: float = 0.2
 ) -> dict[str, float]:
     """Position error of the deployed prediction (mutual matches above `threshold`,
-    refined) against the true projection, over fixed synthetic pairs."""
+    refined) against the true projection, over fixed synthetic pairs. Each module's
+    train / eval mode is restored afterwards (frozen parts stay in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     stride = model.config.coarse_stride
     errors, counts, coarse_hits, coarse_total = [], [], 0, 0
@@ -162,7 +225,8 @@ def validate(
         counts.append(keep.sum(dim=1).float())
         coarse_hits += int(((index == batch["match_index1"]) & batch["coarse_valid"]).sum())
         coarse_total += int(batch["coarse_valid"].sum())
-    model.train()
+    for module, training in modes:
+        module.training = training
     all_errors = torch.cat(errors).numpy()
     return {
         "val_matches_per_pair": float(torch.cat(counts).mean()),
@@ -237,6 +301,7 @@ def train(
 
     model = CoarseLoFTR(model_config or get_preset(config.model)).to(device)
     teacher = load_teacher(teacher_path).to(device) if teacher_path else None
+    freeze_for(model, config)
     optimizer = make_optimizer(model, config)
     scaler = make_scaler(config, device)
     state = TrainState()
@@ -255,7 +320,9 @@ def train(
             k: v for k, v in checkpoint["model_state_dict"].items() if k in own and own[k].shape == v.shape
         }
         model.load_state_dict(fitting, strict=False)
-        state = TrainState(**checkpoint["state"], history=checkpoint["history"])
+        # A run's last.pt keeps "state" and "history"; a released student.pt its "training".
+        position = checkpoint.get("state", checkpoint.get("training", {}))
+        state = TrainState(**position, history=checkpoint.get("history", []))
         state.warmup_origin = state.steps
         log.info(
             "initialised from %s at %d pairs; new tensors: %s",
@@ -274,7 +341,7 @@ def train(
         collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
         for s in range(0, len(val_set), micro)
     ]
-    model.train()
+    set_train_mode(model, config)
     session_start = time.monotonic()
     start = session_start - state.wall_seconds
     last_save = time.monotonic()

@@ -84,14 +84,23 @@ class CoarseLoFTR(nn.Module):
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
         sim_matrix, conf_matrix = self.dual_softmax(feat0, feat1)
+        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, *self.refinement_features(fine, fine2))
+
+    def refinement_features(
+        self, fine: torch.Tensor | None, fine2: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Raw outputs (2B, C, H, W) of the stages feeding the refinement levels, images 0
+        then 1 -> projected (fine0, fine1, fine2_0, fine2_1), None where a level is absent."""
         fine0 = fine1 = fine2_0 = fine2_1 = None
         if self.fine_head is not None and fine is not None:
-            fine = self.fine_head.features(fine)
-            fine0, fine1 = fine[:batch], fine[batch:]
+            projected = self.fine_head.features(fine)
+            half = projected.shape[0] // 2
+            fine0, fine1 = projected[:half], projected[half:]
         if self.fine2_head is not None and fine2 is not None:
-            fine2 = self.fine2_head.features(fine2)
-            fine2_0, fine2_1 = fine2[:batch], fine2[batch:]
-        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, fine0, fine1, fine2_0, fine2_1)
+            projected = self.fine2_head.features(fine2)
+            half = projected.shape[0] // 2
+            fine2_0, fine2_1 = projected[:half], projected[half:]
+        return fine0, fine1, fine2_0, fine2_1
 
     def cell_centres(self, grid_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """(N, 2) x, y centres of the coarse cells in input pixels (pixel centres at integers)."""

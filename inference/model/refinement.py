@@ -36,6 +36,22 @@ def _flatten_batch(index: torch.Tensor, items_per_batch: int) -> torch.Tensor:
     return index + offsets.reshape(batch, *([1] * (index.dim() - 1)))
 
 
+def projection(in_ch: int, dim: int, kernel: int, depth: int) -> nn.Sequential:
+    """Backbone stage output -> refinement features: `depth` conv-BN-ReLU layers (the
+    first with `kernel`, the others 3x3) and a final pointwise conv. With depth 1 the
+    parameter names are those of the single-layer projection of earlier checkpoints."""
+    layers: list[nn.Module] = []
+    for index in range(depth):
+        size = kernel if index == 0 else 3
+        layers += [
+            nn.Conv2d(in_ch if index == 0 else dim, dim, kernel_size=size, padding=size // 2, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+        ]
+    layers.append(nn.Conv2d(dim, dim, kernel_size=1, bias=False))
+    return nn.Sequential(*layers)
+
+
 class FineHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -48,18 +64,7 @@ class FineHead(nn.Module):
         if (self.window - self.ratio) % 2:
             raise ValueError("fine_window minus the coarse/fine ratio must be even")
         self.pad = (self.window - self.ratio) // 2
-        self.proj = nn.Sequential(
-            nn.Conv2d(
-                in_ch,
-                config.fine_dim,
-                kernel_size=config.fine_kernel,
-                padding=config.fine_kernel // 2,
-                bias=False,
-            ),
-            nn.BatchNorm2d(config.fine_dim),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(config.fine_dim, config.fine_dim, kernel_size=1, bias=False),
-        )
+        self.proj = projection(in_ch, config.fine_dim, config.fine_kernel, config.fine_depth)
         # Window offsets, in fine pixels from the centre of a coarse cell, row-major.
         half = (self.window - 1) / 2
         steps = torch.arange(self.window, dtype=torch.float32) - half
@@ -129,12 +134,7 @@ class LocalRefiner(nn.Module):
         if self.ratio % 2 or config.fine2_window % 2 == 0:
             raise ValueError("the second level needs an even pixels-per-cell ratio and an odd window")
         self.window = config.fine2_window
-        self.proj = nn.Sequential(
-            nn.Conv2d(in_ch, config.fine2_dim, kernel_size=1, bias=False),
-            nn.BatchNorm2d(config.fine2_dim),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(config.fine2_dim, config.fine2_dim, kernel_size=1, bias=False),
-        )
+        self.proj = projection(in_ch, config.fine2_dim, config.fine2_kernel, config.fine2_depth)
         half = self.window // 2
         steps = torch.arange(-half, half + 1)
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
