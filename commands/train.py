@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from coarse_loftr.inference.paths import SHARED_DATA
-from coarse_loftr.training.config import TRAINABLE
+from coarse_loftr.training.config import TRAINABLE, DepthConfig, LossConfig, OptimConfig, TrainConfig
 
 from . import CommandError, size_arg
 
@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="virtual batch (pairs per step)")
     parser.add_argument("--micro-batch", type=int, default=4, help="pairs per forward pass")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--milestones",
+        type=fractions_arg,
+        help=f"fractions of --pairs where lr is multiplied by {OptimConfig.gamma}, comma-separated, "
+        f"or 'none' (default {','.join(map(str, OptimConfig.milestones))}; pairs seen by the run "
+        "that --init-from goes on from count too)",
+    )
     parser.add_argument("--alpha", type=float, default=0.3, help="weight of the supervised loss")
     parser.add_argument("--kd-temperature", type=float, default=5.0)
     parser.add_argument("--kd-amplification", type=float, default=10.0)
@@ -63,6 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def fractions_arg(text: str) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions like 0.6,0.85 or 'none': {text!r}") from None
+    if not all(0.0 < value < 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"milestones must lie strictly between 0 and 1, got {text!r}")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.images.is_dir():
@@ -82,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--val-pairs and --val-every must be positive")
     # Options are checked before PyTorch loads, so mistakes fail fast.
     from coarse_loftr.inference.config import get_preset, with_overrides
-    from coarse_loftr.training.config import DepthConfig, LossConfig, OptimConfig, TrainConfig
     from coarse_loftr.training.homography_pairs import HomographyPairs, list_images, split_images
     from coarse_loftr.training.mixed_pairs import PairSource
     from coarse_loftr.training.trainer import train
@@ -102,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
                 temperature=args.kd_temperature,
                 amplification=args.kd_amplification,
             ),
-            optim=replace(
-                OptimConfig(), lr=args.lr, batch_size=args.batch_size, micro_batch=args.micro_batch
+            optim=with_overrides(
+                OptimConfig(),
+                lr=args.lr,
+                batch_size=args.batch_size,
+                micro_batch=args.micro_batch,
+                milestones=args.milestones,
             ),
         ),
         val_pairs=args.val_pairs,

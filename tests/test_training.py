@@ -432,6 +432,8 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
         "4",
         "--threads",
         "1",
+        "--milestones",
+        "0.5",
         "--depth-scenes",
         str(scene),
     ]
@@ -441,6 +443,7 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     checkpoint = torch.load(run_dir / "last.pt", weights_only=False)
     assert checkpoint["state"]["pairs_seen"] == 8
     assert checkpoint["train_config"]["depth"]["share"] == 0.5
+    assert list(checkpoint["train_config"]["optim"]["milestones"]) == [0.5]
     history = json.loads((run_dir / "history.json").read_text())
     assert [r["pairs"] for r in history] == [4, 8]
     assert all(math.isfinite(r["train_loss"]) for r in history)
@@ -455,3 +458,12 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     )
     assert bad.returncode == 2
     assert "depth scene folder not found" in bad.stderr and "Traceback" not in bad.stderr
+    beyond = subprocess.run(
+        [*command[:4], "--run-dir", str(tmp_path / "x"), "--milestones", "0.5,1.2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert beyond.returncode == 2 and "strictly between 0 and 1" in beyond.stderr
