@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--first-level-only",
         action="store_true",
-        help="leave out the second refinement level (for ablations)",
+        help="leave out the refinement levels after the first (for ablations)",
     )
 
 
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.first_level_only:
         if model.fine2_head is None:
             raise CommandError("this model has no second refinement level to leave out")
-        model.fine2_head = None
-        model.config = replace(model.config, fine2_dim=0)  # what the graph's metadata records
-        print("second refinement level left out")
+        model.fine2_head = model.fine3_head = None
+        model.config = replace(model.config, fine2_dim=0, fine3_dim=0)  # what the graph's metadata records
+        print("later refinement levels left out")
     try:
         report = export_onnx(model, args.out, args.size, opset=args.opset, check_parity=not args.no_parity)
     except ValueError as error:

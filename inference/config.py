@@ -77,6 +77,11 @@ class ModelConfig:
     fine2_window: int = 5
     fine2_kernel: int = 1
     fine2_depth: int = 1
+    # Third level, at the input's own resolution: no backbone stage is that fine, so its
+    # features come from a small conv stack over the image itself. 0 channels: no third level.
+    fine3_dim: int = 0
+    fine3_window: int = 5
+    fine3_depth: int = 2
 
     @property
     def coarse_stride(self) -> int:
@@ -89,6 +94,10 @@ class ModelConfig:
     @property
     def has_fine2_head(self) -> bool:
         return self.has_fine_head and self.backbone.fine2_stage is not None and self.fine2_dim > 0
+
+    @property
+    def has_fine3_head(self) -> bool:
+        return self.has_fine2_head and self.fine3_dim > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +156,7 @@ PRESETS: dict[str, ModelConfig] = {
         fine2_dim=24,
         fine2_kernel=3,
         fine2_depth=2,
+        fine3_dim=8,
     ),
     "teacher": ModelConfig(
         name="teacher",

@@ -81,6 +81,49 @@ def test_second_level_searches_around_the_nearest_fine_pixel(student):
         torch.testing.assert_close(refined[0, i], (expected + 0.5) * 2 - 0.5, atol=1e-4, rtol=0)
 
 
+def test_third_level_searches_input_pixels_around_the_second_levels_estimate(student):
+    """Level 3 works on the input's own pixels (stride 1, 8 per cell side, window 5): the
+    image0 descriptor is the mean of the 2x2 pixels around the cell centre (8c + 3.5)."""
+    head = student.fine3_head
+    assert head is not None and head.stride == 1 and head.window == 5
+    rows, cols = GRID
+    channels = head.proj[-1].out_channels
+    feat0, feat1 = torch.randn(2, 1, channels, rows * 8, cols * 8)
+    points1 = torch.rand(1, rows * cols, 2) * torch.tensor([cols * 8 - 1.0, rows * 8 - 1.0])
+    refined, centre, _ = head(feat0, feat1, points1)
+    for i in (0, 9, 47):
+        iy, ix = divmod(i, cols)
+        desc = feat0[0, :, 8 * iy + 3 : 8 * iy + 5, 8 * ix + 3 : 8 * ix + 5].mean((1, 2))
+        u, v = (round(float(points1[0, i, k])) for k in range(2))
+        assert (u, v) == tuple(centre[0, i].tolist())
+        taps = [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3)]
+        window = torch.stack(
+            [
+                feat1[0, :, min(max(v + dy, 0), rows * 8 - 1), min(max(u + dx, 0), cols * 8 - 1)]
+                for dx, dy in taps
+            ],
+            1,
+        )
+        weights = ((desc @ window) / math.sqrt(channels)).softmax(0)
+        expected = torch.tensor([u, v], dtype=torch.float32) + weights @ torch.tensor(taps).float()
+        torch.testing.assert_close(refined[0, i], expected, atol=1e-4, rtol=0)
+
+
+def test_predict_chains_the_three_levels(student):
+    """The deployed offset is level 3 applied to level 2's output, itself started from level 1's."""
+    torch.manual_seed(3)
+    image0, image1 = torch.rand(2, 1, 1, 48, 64)
+    with torch.no_grad():
+        _, index, offset = student.predict(image0, image1)
+        out = student(image0, image1)
+        first, _ = student.fine_head(out.fine0, out.fine1, index, out.grid_hw)
+        centres = student.cell_centres(out.grid_hw, image0.device)[index]
+        second, _, _ = student.fine2_head(out.fine2_0, out.fine2_1, centres + first)
+        third, _, _ = student.fine3_head(out.fine3_0, out.fine3_1, second)
+    torch.testing.assert_close(offset, third - centres)
+    assert not torch.allclose(third, second)  # the third level moved the points
+
+
 def test_linear_attention_equals_its_quadratic_form():
     torch.manual_seed(1)
     q, k, v = torch.randn(3, 2, 1, 7, 4)

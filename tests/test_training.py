@@ -339,14 +339,15 @@ def test_resume_continues_like_an_uninterrupted_run(photo_folder, tmp_path, rest
     assert "val_median_error_px" in history[-1] and "train_loss" in history[0]
 
 
-#: TINY with a second, stride-2 level and two-layer projections on both levels.
-TINY_TWO_LEVELS = replace(
+#: TINY with a second (stride 2) and a third (stride 1) level, two-layer projections.
+TINY_THREE_LEVELS = replace(
     TINY,
     backbone=replace(TINY.backbone, fine2_stage=1),
     fine_depth=2,
     fine2_dim=4,
     fine2_kernel=3,
     fine2_depth=2,
+    fine3_dim=4,
 )
 
 
@@ -356,11 +357,11 @@ def test_refinement_only_run_trains_the_heads_and_nothing_else(photo_folder, tmp
     statistics included) stays bit for bit; the training steps never build the coarse
     matrix."""
     torch.manual_seed(0)
-    start = CoarseLoFTR(TINY_TWO_LEVELS)
+    start = CoarseLoFTR(TINY_THREE_LEVELS)
     released = tmp_path / "student.pt"
     position = {"pairs_seen": 8, "steps": 2, "wall_seconds": 1.0, "warmup_origin": 0}
     torch.save(
-        {"config": TINY_TWO_LEVELS.to_dict(), "model_state_dict": start.state_dict(), "training": position},
+        {"config": TINY_THREE_LEVELS.to_dict(), "model_state_dict": start.state_dict(), "training": position},
         released,
     )
     files = sorted(photo_folder.iterdir())
@@ -378,15 +379,16 @@ def test_refinement_only_run_trains_the_heads_and_nothing_else(photo_folder, tmp
     )
     try:
         state = train(
-            config, pairs, val_pairs, tmp_path / "run", model_config=TINY_TWO_LEVELS, init_from=released
+            config, pairs, val_pairs, tmp_path / "run", model_config=TINY_THREE_LEVELS, init_from=released
         )
     finally:
         hook.remove()
     assert (state.pairs_seen, state.steps) == (16, 4)
+    assert {"train_fine", "train_fine2", "train_fine3"} <= state.history[-1].keys()  # every level learns
     assert matrices == 1  # the one validation at the end of the run, none in training steps
     after = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model_state_dict"]
     for name, value in start.state_dict().items():
-        in_head = name.startswith(("fine_head.", "fine2_head."))
+        in_head = name.startswith(("fine_head.", "fine2_head.", "fine3_head."))
         if in_head and value.is_floating_point() and "running" not in name:
             assert not torch.equal(value, after[name]), f"{name} did not learn"
         elif not in_head:

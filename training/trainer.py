@@ -20,6 +20,7 @@ from tqdm import tqdm
 from coarse_loftr.inference.config import ModelConfig, get_preset
 from coarse_loftr.inference.matching import grid_centres
 from coarse_loftr.inference.model import CoarseLoFTR
+from coarse_loftr.inference.model.refinement import LocalRefiner
 
 from . import losses
 from .config import TRAINABLE, TrainConfig
@@ -58,7 +59,7 @@ def refinement_only(config: TrainConfig) -> bool:
 
 
 def refinement_heads(model: CoarseLoFTR) -> list[nn.Module]:
-    return [head for head in (model.fine_head, model.fine2_head) if head is not None]
+    return [head for head in (model.fine_head, model.fine2_head, model.fine3_head) if head is not None]
 
 
 def freeze_for(model: CoarseLoFTR, config: TrainConfig) -> None:
@@ -138,7 +139,7 @@ def compute_losses(
             _, fine, fine2 = model.backbone(images)
         stride = model.config.coarse_stride
         grid_hw = (images.shape[2] // stride, images.shape[3] // stride)
-        terms = refinement_losses(model, model.refinement_features(fine, fine2), grid_hw, batch)
+        terms = refinement_losses(model, model.refinement_features(fine, fine2, images), grid_hw, batch)
         total = config.loss.fine_weight * torch.stack(list(terms.values())).sum()
         terms["supervised"] = terms["loss"] = total
         return terms
@@ -146,7 +147,7 @@ def compute_losses(
     valid = batch["coarse_valid"]
     terms = {"coarse": losses.coarse_loss(out.conf_matrix, batch["match_index1"], valid, config.loss)}
     supervised = terms["coarse"]
-    features = (out.fine0, out.fine1, out.fine2_0, out.fine2_1)
+    features = (out.fine0, out.fine1, out.fine2_0, out.fine2_1, out.fine3_0, out.fine3_1)
     for name, value in refinement_losses(model, features, out.grid_hw, batch).items():
         terms[name] = value
         supervised = supervised + config.loss.fine_weight * value
@@ -167,39 +168,47 @@ def refinement_losses(
     grid_hw: tuple[int, int],
     batch: dict[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """L2 losses of the refinement levels ("fine", "fine2"), each started at the true
-    coarse cell. features: (fine0, fine1, fine2_0, fine2_1) as `refinement_features` gives."""
-    fine0, fine1, fine2_0, fine2_1 = features
+    """L2 losses of the refinement levels ("fine", "fine2", "fine3"): the first started at
+    the true coarse cell, each later one at the previous level's estimate (detached), as
+    at inference. features: (fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1) as
+    `refinement_features` gives."""
+    fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1 = features
     terms: dict[str, torch.Tensor] = {}
     if model.fine_head is None or fine0 is None or fine1 is None:
         return terms
     offset, _ = model.fine_head(fine0, fine1, batch["match_index1"], grid_hw)
     stride = model.fine_head.fine_stride
     terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"], stride)
-    if model.fine2_head is not None and fine2_0 is not None and fine2_1 is not None:
-        terms["fine2"] = second_level_loss(model, fine2_0, fine2_1, grid_hw, batch, offset.detach())
+    centres = model.cell_centres(grid_hw, offset.device)[batch["match_index1"]]
+    estimate = centres + offset.detach()
+    for name, head, feat0, feat1 in (
+        ("fine2", model.fine2_head, fine2_0, fine2_1),
+        ("fine3", model.fine3_head, fine3_0, fine3_1),
+    ):
+        if head is None or feat0 is None or feat1 is None:
+            break
+        terms[name], estimate = local_level_loss(head, feat0, feat1, centres, estimate, batch)
+        estimate = estimate.detach()
     return terms
 
 
-def second_level_loss(
-    model: CoarseLoFTR,
-    fine2_0: torch.Tensor,
-    fine2_1: torch.Tensor,
-    grid_hw: tuple[int, int],
+def local_level_loss(
+    head: LocalRefiner,
+    feat0: torch.Tensor,
+    feat1: torch.Tensor,
+    centres: torch.Tensor,
+    estimate: torch.Tensor,
     batch: dict[str, torch.Tensor],
-    first_offset: torch.Tensor,
-) -> torch.Tensor:
-    """L2 loss of the second refinement level, started from the first level's estimate
-    around the true cell (as at inference, where it starts from the first level's
-    output). Rows whose true position falls outside its window carry no signal."""
-    head = model.fine2_head
-    assert head is not None, "the second level's loss needs a model with that level"
-    centres = model.cell_centres(grid_hw, first_offset.device)[batch["match_index1"]]
-    refined, window_centre, _ = head(fine2_0, fine2_1, centres + first_offset)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2 loss of a later refinement level started from `estimate` (B, N0, 2), the
+    previous level's positions in input pixels around the true cells, whose centres are
+    `centres` (B, N0, 2). Rows whose true position falls outside the level's window carry
+    no signal. Returns (loss, this level's positions)."""
+    refined, window_centre, _ = head(feat0, feat1, estimate)
     truth = centres + batch["offset1"]
     truth_px = (truth + 0.5) / head.stride - 0.5
     inside = ((truth_px - window_centre).abs() <= head.window // 2).all(dim=-1)
-    return losses.fine_loss(refined, truth, batch["fine_valid"] & inside, head.stride)
+    return losses.fine_loss(refined, truth, batch["fine_valid"] & inside, head.stride), refined
 
 
 @torch.no_grad()

@@ -50,8 +50,8 @@ class CoarseOutput:
 
     sim_matrix / conf_matrix: (B, N0, N1) similarity logits (already divided by the
     temperature) and dual-softmax confidence; grid_hw: coarse grid (rows, cols);
-    fine0 / fine1: (B, C, Hf, Wf) projected fine features, or None; fine2_0 / fine2_1:
-    the same for the second refinement level.
+    fine0 / fine1: (B, C, Hf, Wf) projected fine features, or None; fine2_0 / fine2_1,
+    fine3_0 / fine3_1: the same for the second and third refinement levels.
     """
 
     sim_matrix: torch.Tensor
@@ -61,6 +61,8 @@ class CoarseOutput:
     fine1: torch.Tensor | None
     fine2_0: torch.Tensor | None = None
     fine2_1: torch.Tensor | None = None
+    fine3_0: torch.Tensor | None = None
+    fine3_1: torch.Tensor | None = None
 
 
 class CoarseLoFTR(nn.Module):
@@ -74,24 +76,27 @@ class CoarseLoFTR(nn.Module):
         self.mutual_nearest = MutualNearest()
         self.fine_head = FineHead(config) if config.has_fine_head else None
         self.fine2_head = LocalRefiner(config) if config.has_fine2_head else None
+        self.fine3_head = LocalRefiner(config, level=3) if config.has_fine3_head else None
 
     def forward(self, image0: torch.Tensor, image1: torch.Tensor) -> CoarseOutput:
         """image0, image1: (B, 1, H, W) grayscale in [0, 1], same size, H and W
         multiples of the coarse stride."""
+        images = torch.cat([image0, image1], dim=0)
         batch = image0.shape[0]
-        coarse, fine, fine2 = self.backbone(torch.cat([image0, image1], dim=0))
+        coarse, fine, fine2 = self.backbone(images)
         grid_hw = (coarse.shape[2], coarse.shape[3])
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
         sim_matrix, conf_matrix = self.dual_softmax(feat0, feat1)
-        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, *self.refinement_features(fine, fine2))
+        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, *self.refinement_features(fine, fine2, images))
 
     def refinement_features(
-        self, fine: torch.Tensor | None, fine2: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Raw outputs (2B, C, H, W) of the stages feeding the refinement levels, images 0
-        then 1 -> projected (fine0, fine1, fine2_0, fine2_1), None where a level is absent."""
-        fine0 = fine1 = fine2_0 = fine2_1 = None
+        self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Raw outputs (2B, C, H, W) of the stages feeding the refinement levels and the
+        input images (2B, 1, H, W), images 0 then 1 -> projected (fine0, fine1, fine2_0,
+        fine2_1, fine3_0, fine3_1), None where a level is absent."""
+        fine0 = fine1 = fine2_0 = fine2_1 = fine3_0 = fine3_1 = None
         if self.fine_head is not None and fine is not None:
             projected = self.fine_head.features(fine)
             half = projected.shape[0] // 2
@@ -100,7 +105,11 @@ class CoarseLoFTR(nn.Module):
             projected = self.fine2_head.features(fine2)
             half = projected.shape[0] // 2
             fine2_0, fine2_1 = projected[:half], projected[half:]
-        return fine0, fine1, fine2_0, fine2_1
+        if self.fine3_head is not None:
+            projected = self.fine3_head.features(images)
+            half = projected.shape[0] // 2
+            fine3_0, fine3_1 = projected[:half], projected[half:]
+        return fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1
 
     def cell_centres(self, grid_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """(N, 2) x, y centres of the coarse cells in input pixels (pixel centres at integers)."""
@@ -129,6 +138,8 @@ class CoarseLoFTR(nn.Module):
             if self.fine2_head is not None and out.fine2_0 is not None:
                 matched_centres = self.cell_centres(out.grid_hw, conf.device)[match_index]
                 refined, _, _ = self.fine2_head(out.fine2_0, out.fine2_1, matched_centres + offset1)
+                if self.fine3_head is not None and out.fine3_0 is not None:
+                    refined, _, _ = self.fine3_head(out.fine3_0, out.fine3_1, refined)
                 offset1 = refined - matched_centres
         else:
             offset1 = confidence_expectation(conf, match_index, out.grid_hw, self.config.coarse_stride)

@@ -1,18 +1,19 @@
 """Sub-cell refinement of coarse matches.
 
-Two ways to place a match below the coarse grid, both computed inside the graph so a
+Ways to place a match below the coarse grid, all computed inside the graph so a
 backend returns a few numbers per cell instead of the confidence matrix:
 
 * `FineHead` (learned): correlates the stride-`fine_stride` feature of each image0 cell
   with a window of image1's fine features around the matched cell, and takes the
   soft-argmax as the offset.
-* `LocalRefiner` (learned, optional second level): the same soft-argmax on a finer
-  feature map, in a small window around the nearest fine pixel to the first level's
-  estimate.
+* `LocalRefiner` (learned, optional second and third levels): the same soft-argmax on
+  a finer feature map, in a small window around the nearest pixel to the previous
+  level's estimate.
 * `confidence_expectation` (any model, no training): the confidence-weighted mean
   position over the 3x3 cells around the matched one.
 
-Both return offsets in model-input pixels from the centre of the matched image1 cell.
+`FineHead` and `confidence_expectation` return offsets in model-input pixels from the
+centre of the matched image1 cell, `LocalRefiner` refined positions in model-input pixels.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class FineHead(nn.Module):
 
 
 class LocalRefiner(nn.Module):
-    """Second refinement level on stride-`stride` features (e.g. 2 input pixels).
+    """A later refinement level on stride-`stride` features: level 2 on a backbone stage
+    (e.g. 2 input pixels), level 3 on the input image itself (stride 1).
 
     The image0 descriptor is the feature at the exact cell centre (the mean of the 2x2
     pixels around it, since a cell spans an even number of these pixels); image1's
@@ -124,17 +126,28 @@ class LocalRefiner(nn.Module):
 
     window_steps: torch.Tensor  # (window**2, 2) x, y steps, a buffer
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, level: int = 2) -> None:
         super().__init__()
         bb = config.backbone
-        assert bb.fine2_stage is not None and bb.fine2_stride is not None
-        in_ch = bb.widths[bb.fine2_stage - 1]
-        self.stride = bb.fine2_stride
-        self.ratio = bb.coarse_stride // bb.fine2_stride
-        if self.ratio % 2 or config.fine2_window % 2 == 0:
-            raise ValueError("the second level needs an even pixels-per-cell ratio and an odd window")
-        self.window = config.fine2_window
-        self.proj = projection(in_ch, config.fine2_dim, config.fine2_kernel, config.fine2_depth)
+        if level == 2:
+            assert bb.fine2_stage is not None and bb.fine2_stride is not None
+            in_ch, self.stride = bb.widths[bb.fine2_stage - 1], bb.fine2_stride
+            dim, window, kernel, depth = (
+                config.fine2_dim,
+                config.fine2_window,
+                config.fine2_kernel,
+                config.fine2_depth,
+            )
+        elif level == 3:
+            in_ch, self.stride = 1, 1  # the grayscale input
+            dim, window, kernel, depth = config.fine3_dim, config.fine3_window, 3, config.fine3_depth
+        else:
+            raise ValueError(f"refinement levels after the first are 2 and 3, not {level}")
+        self.ratio = bb.coarse_stride // self.stride
+        if self.ratio % 2 or window % 2 == 0:
+            raise ValueError(f"level {level} needs an even pixels-per-cell ratio and an odd window")
+        self.window = window
+        self.proj = projection(in_ch, dim, kernel, depth)
         half = self.window // 2
         steps = torch.arange(-half, half + 1)
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
@@ -142,9 +155,9 @@ class LocalRefiner(nn.Module):
             "window_steps", torch.stack([grid_x, grid_y], -1).reshape(-1, 2), persistent=False
         )
 
-    def features(self, fine2: torch.Tensor) -> torch.Tensor:
-        """fine2: (B, C_in, H2, W2) backbone stage output -> (B, C, H2, W2)."""
-        return self.proj(fine2)
+    def features(self, source: torch.Tensor) -> torch.Tensor:
+        """source: (B, C_in, H2, W2) backbone stage output or input image -> (B, C, H2, W2)."""
+        return self.proj(source)
 
     def cell_descriptors(self, feat0: torch.Tensor) -> torch.Tensor:
         """(B, C, H2, W2) -> (B, N0, C): features at the coarse cell centres."""
