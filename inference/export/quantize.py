@@ -41,7 +41,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".ti
 #: correlation MatMul and soft-argmax) regresses sub-pixel offsets, where one quantization
 #: step is already a visible error. Everything else (backbone convs, transformer
 #: projections and MLPs) is quantized.
-DEFAULT_EXCLUDE: tuple[str, ...] = (*(f"{scope}*" for scope in FP32_SCOPES), "/fine_head/*", "/proj/*")
+#: The projections of every level show up under `/proj/`, their correlations under the heads.
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    *(f"{scope}*" for scope in FP32_SCOPES),
+    *(f"/{head}/*" for head in ("fine_head", "fine2_head", "fine3_head")),
+    "/proj/*",
+)
 
 #: Where the arithmetic is: the convolutions and the projection / MLP matrix products.
 QUANTIZED_OPS: tuple[str, ...] = ("Conv", "MatMul")
