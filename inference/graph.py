@@ -21,6 +21,10 @@ DEFAULT_OPSET = 17
 #: FP16, so FP16 engines keep these layers in FP32 (EfficientLoFTR does the same).
 FP32_SCOPES = ("/dual_softmax/", "/mutual_nearest/")
 
+#: The refinement levels' modules in `CoarseLoFTR`, first to last; their correlation ops
+#: carry these names as scopes in exported graphs.
+REFINEMENT_HEADS = ("fine_head", "fine2_head", "fine3_head")
+
 
 def needs_fp32(layer_names: Iterable[str]) -> list[str]:
     """The names among `layer_names` (ONNX node names, which TensorRT's parser keeps as

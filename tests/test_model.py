@@ -55,58 +55,38 @@ def test_first_level_is_a_soft_argmax_over_the_window_around_the_matched_cell(st
         torch.testing.assert_close(offset[0, i], expected, atol=1e-5, rtol=0)
 
 
-def test_second_level_searches_around_the_nearest_fine_pixel(student):
-    head = student.fine2_head  # stride 2, 4 pixels per cell, window 5
+@pytest.mark.parametrize(
+    ("level", "stride", "cells"),
+    [(2, 2, (0, 7, 30)), (3, 1, (0, 9, 47))],  # level 3: the input's own pixels
+)
+def test_later_levels_search_around_the_nearest_pixel_of_their_stride(student, level, stride, cells):
+    """Levels 2 and 3 (window 5) against a re-computation: the image0 descriptor is the
+    mean of the 2x2 pixels of the level's stride around the cell centre (8c + 3.5 input
+    px), image1's window sits on the pixel nearest to the previous estimate."""
+    head = student.fine2_head if level == 2 else student.fine3_head
+    assert head is not None and head.stride == stride and head.window == 5
+    per_cell = STRIDE // stride
     rows, cols = GRID
+    height, width = rows * per_cell, cols * per_cell
     channels = head.proj[-1].out_channels
-    feat0, feat1 = torch.randn(2, 1, channels, rows * 4, cols * 4)
+    feat0, feat1 = torch.randn(2, 1, channels, height, width)
     points1 = torch.rand(1, rows * cols, 2) * torch.tensor([cols * 8 - 1.0, rows * 8 - 1.0])
     refined, centre, _ = head(feat0, feat1, points1)
-    for i in (0, 7, 30):
+    low = per_cell // 2 - 1  # first of the two pixels around a cell centre
+    for i in cells:
         iy, ix = divmod(i, cols)
-        # The cell centre (8c + 3.5 input px) lies between fine pixels 4c + 1 and 4c + 2.
-        desc = feat0[0, :, 4 * iy + 1 : 4 * iy + 3, 4 * ix + 1 : 4 * ix + 3].mean((1, 2))
-        u, v = (round(float(points1[0, i, k] + 0.5) / 2 - 0.5) for k in range(2))
+        y0, x0 = per_cell * iy + low, per_cell * ix + low
+        desc = feat0[0, :, y0 : y0 + 2, x0 : x0 + 2].mean((1, 2))
+        u, v = (round(float(points1[0, i, k] + 0.5) / stride - 0.5) for k in range(2))
         assert (u, v) == tuple(centre[0, i].tolist())
         taps = [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3)]
         window = torch.stack(
-            [
-                feat1[0, :, min(max(v + dy, 0), rows * 4 - 1), min(max(u + dx, 0), cols * 4 - 1)]
-                for dx, dy in taps
-            ],
+            [feat1[0, :, min(max(v + dy, 0), height - 1), min(max(u + dx, 0), width - 1)] for dx, dy in taps],
             1,
         )
         weights = ((desc @ window) / math.sqrt(channels)).softmax(0)
         expected = torch.tensor([u, v], dtype=torch.float32) + weights @ torch.tensor(taps).float()
-        torch.testing.assert_close(refined[0, i], (expected + 0.5) * 2 - 0.5, atol=1e-4, rtol=0)
-
-
-def test_third_level_searches_input_pixels_around_the_second_levels_estimate(student):
-    """Level 3 works on the input's own pixels (stride 1, 8 per cell side, window 5): the
-    image0 descriptor is the mean of the 2x2 pixels around the cell centre (8c + 3.5)."""
-    head = student.fine3_head
-    assert head is not None and head.stride == 1 and head.window == 5
-    rows, cols = GRID
-    channels = head.proj[-1].out_channels
-    feat0, feat1 = torch.randn(2, 1, channels, rows * 8, cols * 8)
-    points1 = torch.rand(1, rows * cols, 2) * torch.tensor([cols * 8 - 1.0, rows * 8 - 1.0])
-    refined, centre, _ = head(feat0, feat1, points1)
-    for i in (0, 9, 47):
-        iy, ix = divmod(i, cols)
-        desc = feat0[0, :, 8 * iy + 3 : 8 * iy + 5, 8 * ix + 3 : 8 * ix + 5].mean((1, 2))
-        u, v = (round(float(points1[0, i, k])) for k in range(2))
-        assert (u, v) == tuple(centre[0, i].tolist())
-        taps = [(dx, dy) for dy in range(-2, 3) for dx in range(-2, 3)]
-        window = torch.stack(
-            [
-                feat1[0, :, min(max(v + dy, 0), rows * 8 - 1), min(max(u + dx, 0), cols * 8 - 1)]
-                for dx, dy in taps
-            ],
-            1,
-        )
-        weights = ((desc @ window) / math.sqrt(channels)).softmax(0)
-        expected = torch.tensor([u, v], dtype=torch.float32) + weights @ torch.tensor(taps).float()
-        torch.testing.assert_close(refined[0, i], expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(refined[0, i], (expected + 0.5) * stride - 0.5, atol=1e-4, rtol=0)
 
 
 def test_predict_chains_the_three_levels(student):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from coarse_loftr.inference.config import ModelConfig, get_preset
@@ -58,18 +57,14 @@ def refinement_only(config: TrainConfig) -> bool:
     return config.trainable == "refinement"
 
 
-def refinement_heads(model: CoarseLoFTR) -> list[nn.Module]:
-    return [head for head in (model.fine_head, model.fine2_head, model.fine3_head) if head is not None]
-
-
 def freeze_for(model: CoarseLoFTR, config: TrainConfig) -> None:
     """With `trainable="refinement"`, stop gradients everywhere but the refinement heads."""
     if not refinement_only(config):
         return
-    if not refinement_heads(model):
+    if not model.refinement_heads():
         raise ValueError("trainable='refinement' needs a model with a refinement head")
     model.requires_grad_(False)
-    for head in refinement_heads(model):
+    for head in model.refinement_heads():
         head.requires_grad_(True)
 
 
@@ -77,7 +72,7 @@ def set_train_mode(model: CoarseLoFTR, config: TrainConfig) -> None:
     """Training mode, except for frozen modules, whose BatchNorm statistics must not move."""
     if refinement_only(config):
         model.eval()
-        for head in refinement_heads(model):
+        for head in model.refinement_heads():
             head.train()
     else:
         model.train()

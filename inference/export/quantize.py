@@ -26,7 +26,7 @@ import onnx
 
 from ..backends.base import ModelInfo
 from ..errors import CoarseLoftrError
-from ..graph import FP32_SCOPES, INPUT_NAMES
+from ..graph import FP32_SCOPES, INPUT_NAMES, REFINEMENT_HEADS
 from ..preprocess import letterbox, to_gray_float
 
 MODES = ("static", "dynamic")
@@ -44,7 +44,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".ti
 #: The projections of every level show up under `/proj/`, their correlations under the heads.
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     *(f"{scope}*" for scope in FP32_SCOPES),
-    *(f"/{head}/*" for head in ("fine_head", "fine2_head", "fine3_head")),
+    *(f"/{head}/*" for head in REFINEMENT_HEADS),
     "/proj/*",
 )
 

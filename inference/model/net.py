@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..graph import REFINEMENT_HEADS
 from .backbone import ResNetBackbone
 from .position_encoding import PositionEncodingSine
 from .refinement import FineHead, LocalRefiner, confidence_expectation
@@ -96,20 +97,24 @@ class CoarseLoFTR(nn.Module):
         """Raw outputs (2B, C, H, W) of the stages feeding the refinement levels and the
         input images (2B, 1, H, W), images 0 then 1 -> projected (fine0, fine1, fine2_0,
         fine2_1, fine3_0, fine3_1), None where a level is absent."""
-        fine0 = fine1 = fine2_0 = fine2_1 = fine3_0 = fine3_1 = None
-        if self.fine_head is not None and fine is not None:
-            projected = self.fine_head.features(fine)
+        levels: list[tuple[FineHead | LocalRefiner | None, torch.Tensor | None]] = [
+            (self.fine_head, fine),
+            (self.fine2_head, fine2),
+            (self.fine3_head, images),
+        ]
+        pairs: list[torch.Tensor | None] = []
+        for head, source in levels:
+            if head is None or source is None:
+                pairs += [None, None]
+                continue
+            projected = head.features(source)
             half = projected.shape[0] // 2
-            fine0, fine1 = projected[:half], projected[half:]
-        if self.fine2_head is not None and fine2 is not None:
-            projected = self.fine2_head.features(fine2)
-            half = projected.shape[0] // 2
-            fine2_0, fine2_1 = projected[:half], projected[half:]
-        if self.fine3_head is not None:
-            projected = self.fine3_head.features(images)
-            half = projected.shape[0] // 2
-            fine3_0, fine3_1 = projected[:half], projected[half:]
-        return fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1
+            pairs += [projected[:half], projected[half:]]
+        return tuple(pairs)
+
+    def refinement_heads(self) -> list[nn.Module]:
+        """The refinement levels this model has, first to last."""
+        return [head for head in (getattr(self, name) for name in REFINEMENT_HEADS) if head is not None]
 
     def cell_centres(self, grid_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
         """(N, 2) x, y centres of the coarse cells in input pixels (pixel centres at integers)."""
