@@ -25,7 +25,7 @@ from coarse_loftr.inference.model import CoarseLoFTR
 from coarse_loftr.training import losses
 from coarse_loftr.training.config import LossConfig, OptimConfig, TrainConfig
 from coarse_loftr.training.ground_truth import targets_from_homography
-from coarse_loftr.training.homography_pairs import HomographyPairs
+from coarse_loftr.training.homography_pairs import HomographyPairs, split_images
 from coarse_loftr.training.trainer import make_optimizer, make_scaler, optimizer_step, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +196,29 @@ def _same_target_batch(pairs: int, seed: int = 0) -> dict[str, torch.Tensor]:
         "fine_valid": torch.from_numpy(targets.fine_valid).expand(pairs, -1),
         "offset1": torch.from_numpy(targets.offset1).double().expand(pairs, -1, -1),
     }
+
+
+def test_validation_split_keeps_crops_with_their_photo_and_is_stable(tmp_path):
+    names = [f"{i:04d}_photo{i}.jpg" for i in range(60)]
+    names += [f"{i:04d}_photo{i}_crop.jpg" for i in range(0, 60, 3)]
+    # A renamed file whose index entry says it is photo 7: it goes where photo 7 goes.
+    names.append("0999_renamed.jpg")
+    sources = [f"pkg:photos/{n.removesuffix('.jpg').removesuffix('_crop')}" for n in names]
+    index = {"images": [{"file": n, "source": source} for n, source in zip(names, sources, strict=True)]}
+    index["images"][-1]["source"] = "pkg:photos/0007_photo7"
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    files = [tmp_path / n for n in sorted(names)]
+    train_files, val_files = split_images(files, val_share=0.1)
+    assert len(val_files) >= 6 and not set(train_files) & set(val_files)
+    assert set(train_files) | set(val_files) == set(files)
+    held = {p.name for p in val_files}
+    for i in range(0, 60, 3):
+        assert (f"{i:04d}_photo{i}.jpg" in held) == (f"{i:04d}_photo{i}_crop.jpg" in held)
+    assert ("0007_photo7.jpg" in held) == ("0999_renamed.jpg" in held)
+    # Removing a training photo (60 -> 59 sources, still 6 held out) moves nothing.
+    removed = next(p for p in train_files if "_crop" not in p.name and "renamed" not in p.name)
+    assert split_images([p for p in files if p != removed], val_share=0.1)[1] == val_files
+    assert split_images(files, val_share=0.1, seed=1)[1] != val_files
 
 
 def test_one_step_of_two_micro_batches_equals_one_step_of_the_whole_batch():
@@ -385,7 +408,9 @@ def test_refinement_only_run_trains_the_heads_and_nothing_else(photo_folder, tmp
         hook.remove()
     assert (state.pairs_seen, state.steps) == (16, 4)
     assert {"train_fine", "train_fine2", "train_fine3"} <= state.history[-1].keys()  # every level learns
-    assert matrices == 1  # the one validation at the end of the run, none in training steps
+    # Two validations, of the starting weights and at the end; none in training steps.
+    assert matrices == 2
+    assert state.history[0]["pairs"] == 8 and "val_median_error_px" in state.history[0]
     after = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model_state_dict"]
     for name, value in start.state_dict().items():
         in_head = name.startswith(("fine_head.", "fine2_head.", "fine3_head."))

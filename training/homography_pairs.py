@@ -7,6 +7,7 @@ in the eval set's generator. Photometric changes hit image1 harder than image0.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -57,10 +58,24 @@ def _index_sources(folder: Path) -> dict[str, str]:
 
 
 def split_images(files: list[Path], val_share: float = 0.1, seed: int = 0) -> tuple[list[Path], list[Path]]:
-    """Deterministic train / validation split by photo, so no photo is in both."""
-    order = np.random.default_rng(seed).permutation(len(files))
-    n_val = max(1, round(len(files) * val_share))
-    return [files[i] for i in order[n_val:]], [files[i] for i in order[:n_val]]
+    """Deterministic train / validation split by source photo.
+
+    A photo's source is the one its folder's index.json records, else its file name
+    without a `_crop` suffix, so a crop always lands with its whole photo. The sources
+    with the smallest hashes (salted with `seed`) are held out, `val_share` of them and
+    at least one: adding or removing a photo moves at most one other source across.
+    """
+    sources = {folder: _index_sources(folder) for folder in {p.parent for p in files}}
+
+    def source(path: Path) -> str:
+        return sources[path.parent].get(path.name) or path.stem.removesuffix("_crop")
+
+    def draw(key: str) -> bytes:
+        return hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+
+    keys = sorted({source(p) for p in files}, key=draw)
+    held = set(keys[: max(1, round(len(keys) * val_share))])
+    return [p for p in files if source(p) not in held], [p for p in files if source(p) in held]
 
 
 def random_homography(rng: np.random.Generator, size: tuple[int, int], aug: AugmentConfig) -> np.ndarray:

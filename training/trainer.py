@@ -296,7 +296,8 @@ def train(
     `model_config` replaces the preset named by `config.model` (custom or tiny models).
     `init_from` starts a new run from another run's checkpoint: every tensor whose name
     and shape fit is loaded (new modules start fresh), the schedule, history and clock
-    continue from its position, and a new optimiser warms up again.
+    continue from its position, a new optimiser warms up again, and the starting weights
+    are validated first.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
@@ -310,7 +311,8 @@ def train(
     scaler = make_scaler(config, device)
     state = TrainState()
     last = run_dir / "last.pt"
-    if resume and last.exists():
+    resumed = resume and last.exists()
+    if resumed:
         checkpoint = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(checkpoint["model_state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
@@ -345,6 +347,13 @@ def train(
         collate([val_set[i] for i in range(s, min(s + micro, len(val_set)))])
         for s in range(0, len(val_set), micro)
     ]
+    val_batches = [{k: v.to(device) for k, v in b.items()} for b in val_batches]
+    if init_from is not None and not resumed:
+        # The starting weights on this run's own validation pairs: where its curves begin.
+        metrics = validate(model, val_batches)
+        wall = round(state.wall_seconds, 1)
+        state.history.append({"pairs": state.pairs_seen, "wall_seconds": wall, **metrics})
+        log.info("pairs %d (starting weights): %s", state.pairs_seen, metrics)
     set_train_mode(model, config)
     session_start = time.monotonic()
     start = session_start - state.wall_seconds
@@ -388,7 +397,7 @@ def train(
         }
         if state.pairs_seen >= next_val or state.pairs_seen >= config.total_pairs:
             next_val += config.val_every_pairs
-            metrics = validate(model, [{k: v.to(device) for k, v in b.items()} for b in val_batches])
+            metrics = validate(model, val_batches)
             record.update(metrics)
             for name, value in metrics.items():
                 writer.add_scalar(f"val/{name}", value, state.pairs_seen)
