@@ -54,6 +54,7 @@ class MatchOptions:
     threshold: float
     max_matches: int | None
     refine: bool
+    rotations: bool
     ransac: RansacMethod
     ransac_threshold: float
     png: bool
@@ -67,6 +68,10 @@ def match_options(
     ] = MatchConfig.threshold,
     max_matches: Annotated[int | None, Query(ge=1, le=100_000, description="keep the most confident")] = None,
     refine: Annotated[bool, Query(description="sub-cell refinement of b's points")] = MatchConfig.refine,
+    rotations: Annotated[
+        bool,
+        Query(description="also try b turned by 90, 180 and 270 degrees, keep the best turn (4x the work)"),
+    ] = MatchConfig.rotations,
     ransac: Annotated[RansacMethod, Query(description="robust geometry to fit")] = RansacMethod.none,
     ransac_threshold: Annotated[
         float, Query(gt=0.0, le=100.0, description="inlier threshold, pixels of b")
@@ -84,7 +89,7 @@ def match_options(
 ) -> MatchOptions:
     png = format == OutputFormat.png or (format is None and _prefers_png(accept))
     return MatchOptions(
-        threshold, max_matches, refine, ransac, ransac_threshold, png, _includes(include), draw
+        threshold, max_matches, refine, rotations, ransac, ransac_threshold, png, _includes(include), draw
     )
 
 
@@ -154,6 +159,7 @@ async def _decode_and_match(
         threshold=options.threshold,
         max_matches=options.max_matches,
         refine=options.refine,
+        rotations=options.rotations,
     )
     result = service.full_resolution(result, decoded0, decoded1)
     return _Run(decoded0.image, decoded1.image, result, inference_ms, start, decoded, time.perf_counter())
@@ -249,6 +255,7 @@ async def match(
         num_inliers=None if geometry is None else int(geometry.num_inliers),
         overlay_png=_base64(overlay),
         warp_png=_base64(warp),
+        rotation_b=result.rotation1,
         timings_ms=run.timings(),
         model=result.model,
         backend=result.backend,

@@ -70,6 +70,9 @@ class MatchResponse(BaseModel):
         description="base64 PNG of a warped onto b by a homography and blended (include=warp; the "
         "ransac=homography one, else one fitted for the picture); null when not asked or none was found",
     )
+    rotation_b: int = Field(
+        0, description="degrees counter-clockwise b was turned for these matches (rotations=true), else 0"
+    )
     timings_ms: Timings
     model: str
     backend: str

@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pairs", type=int, default=10, help="image pairs (default 10)")
     parser.add_argument(
+        "--rotations",
+        action="store_true",
+        help="also time each model with its rotation search (image1 at four quarter turns)",
+    )
+    parser.add_argument(
         "--sizes",
         type=sizes_arg,
         default=[(320, 240), (480, 360), (640, 480)],
@@ -228,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 peers=tuple(p for p in peers if p in OPENCV_METHODS),
                 features=args.features,
                 others=others,
+                rotations=args.rotations,
             )
         except (WeightsError, BackendUnavailable, ValueError) as error:
             raise CommandError(str(error)) from None

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-refine", action="store_true", help="coarse cell centres only, no sub-cell refinement"
     )
     parser.add_argument(
+        "--rotations",
+        action="store_true",
+        help="also try image1 turned by 90, 180 and 270 degrees and keep the best turn (4x the time)",
+    )
+    parser.add_argument(
         "--ransac-threshold",
         type=float,
         default=None,
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         max_matches=args.max_matches,
         refine=False if args.no_refine else None,
+        rotations=args.rotations or None,
     )
     geometry = estimate_homography(result, threshold_px=args.ransac_threshold)
 
@@ -128,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                     "backend": result.backend,
                     "image_size0": list(result.image_size0),
                     "image_size1": list(result.image_size1),
+                    "rotation1": result.rotation1,
                     "num_matches": len(result),
                     "num_inliers": geometry.num_inliers,
                     "homography": None if geometry.matrix is None else geometry.matrix.tolist(),
@@ -143,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model:    {matcher.describe()}")
     print(f"matches:  {len(result)}")
     print(f"inliers:  {geometry.num_inliers}")
+    if args.rotations:
+        print(f"image1 turned {result.rotation1} degrees counter-clockwise for these matches")
     if geometry.matrix is None:
         print("homography: none (too few matches or no consensus)")
     else:

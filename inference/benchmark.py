@@ -138,12 +138,19 @@ def _stats(samples: dict[str, list[float]]) -> tuple[dict[str, float], dict[str,
 
 
 def bench_matcher(
-    matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str, gflops: float | None, note: str = ""
+    matcher: Matcher,
+    pairs: list[BenchPair],
+    repeat: int,
+    label: str,
+    gflops: float | None,
+    note: str = "",
+    rotations: bool = False,
 ) -> BenchRow:
-    """Time `matcher.match` on every pair `repeat` times after one warm-up run."""
+    """Time `matcher.match` (with `rotations`: its rotation search) on every pair
+    `repeat` times after one warm-up run."""
 
     def once(pair: BenchPair) -> tuple[dict[str, float], int]:
-        result = matcher.match(pair.image0, pair.image1)
+        result = matcher.match(pair.image0, pair.image1, rotations=rotations)
         return result.timings_ms, len(result)
 
     width, height = matcher.input_size
@@ -422,9 +429,11 @@ def run_benchmark(
     peers: tuple[str, ...] = ("orb", "sift"),
     features: int = 4000,
     others: Sequence[PeerUnderTest] = (),
+    rotations: bool = False,
 ) -> BenchReport:
-    """Every model x backend x size, then each OpenCV peer at each size, then each of
-    `others` at its sizes, on the same pairs."""
+    """Every model x backend x size (with `rotations`, also with its rotation search),
+    then each OpenCV peer at each size, then each of `others` at its sizes, on the same
+    pairs."""
     if threads is not None:
         cv2.setNumThreads(threads)
     rows = []
@@ -433,11 +442,12 @@ def run_benchmark(
         for backend in backends:
             for size in model.sizes or sizes:
                 matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
-                rows.append(
-                    bench_matcher(
-                        matcher, pairs, repeat, model.label, model_flops(matcher.files.onnx), model.note
-                    )
-                )
+                gflops = model_flops(matcher.files.onnx)
+                rows.append(bench_matcher(matcher, pairs, repeat, model.label, gflops, model.note))
+                if rotations:
+                    label = f"{model.label} + rotation search"
+                    searched = None if gflops is None else 4 * gflops  # four turns of image1
+                    rows.append(bench_matcher(matcher, pairs, repeat, label, searched, rotations=True))
                 if drawing is None:  # the overlay's cost, on the first model's matches
                     drawing = bench_drawing(matcher, pairs, repeat)
     for kind in peers:

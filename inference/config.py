@@ -186,6 +186,9 @@ class MatchConfig:
     border: int = 1  # coarse cells dropped along each edge of the (unpadded) image
     max_matches: int | None = None  # keep the most confident ones; None keeps all
     refine: bool = True  # add the sub-cell offset to image1's keypoints
+    # Also match image1 turned by 90, 180 and 270 degrees and keep the turn with the most
+    # total confidence: for pairs beyond the model's +-45 degrees, at 4x the inference.
+    rotations: bool = False
 
 
 @dataclass(frozen=True)

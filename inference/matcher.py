@@ -17,9 +17,12 @@ import numpy as np
 from .backends import create_backend
 from .config import MatchConfig, with_overrides
 from .io import read_image
-from .matching import extract_matches
-from .preprocess import letterbox, to_gray_float
+from .matching import Matches, extract_matches
+from .preprocess import Letterbox, letterbox, rotate_quarter, to_gray_float, unrotate_points
 from .weights import ModelFiles, WeightsError, resolve_weights
+
+#: Turns of 90 degrees counter-clockwise tried for image1 when `rotations` is on.
+QUARTER_TURNS = (0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class MatchResult:
     keypoints0, keypoints1: (N, 2) float32 x, y in pixels of the original image0 /
     image1 (pixel centres at integers); confidence: (N,) float32 in [0, 1];
     image_size0/1: (width, height) of the inputs; timings_ms: preprocess, inference,
-    postprocess and total milliseconds; model, backend: names of what ran.
+    postprocess and total milliseconds (summed over the turns tried); model, backend:
+    names of what ran; rotation1: degrees counter-clockwise image1 was turned for the
+    matches kept (0 unless `rotations` was asked for); the keypoints are in its own pixels.
     """
 
     keypoints0: np.ndarray
@@ -40,6 +45,7 @@ class MatchResult:
     timings_ms: dict[str, float]
     model: str
     backend: str
+    rotation1: int = 0
 
     def __len__(self) -> int:
         return len(self.confidence)
@@ -104,6 +110,7 @@ class Matcher:
         threshold: float | None = None,
         max_matches: int | None = None,
         refine: bool | None = None,
+        rotations: bool | None = None,
     ) -> MatchResult:
         """Match two images: decoded arrays (uint8 / uint16 gray, BGR or BGRA, as
         `inference.io.decode_image` returns) or image file paths. Keyword options
@@ -111,27 +118,40 @@ class Matcher:
         start = time.perf_counter()
         image0 = read_image(image0) if isinstance(image0, (str, Path)) else image0
         image1 = read_image(image1) if isinstance(image1, (str, Path)) else image1
-        config = with_overrides(self.config, threshold=threshold, max_matches=max_matches, refine=refine)
+        config = with_overrides(
+            self.config, threshold=threshold, max_matches=max_matches, refine=refine, rotations=rotations
+        )
         size = self.info.input_size
         input0, box0 = letterbox(to_gray_float(image0), size)
-        input1, box1 = letterbox(to_gray_float(image1), size)
-        preprocessed = time.perf_counter()
-        output = self.backend.run(input0, input1)
-        inferred = time.perf_counter()
-        matches = extract_matches(output, self.info, box0, box1, config)
-        end = time.perf_counter()
+        steps = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0}
+        best: tuple[float, int, Matches, Letterbox] | None = None
+        for turns in QUARTER_TURNS if config.rotations else (0,):
+            clock = time.perf_counter()
+            input1, box1 = letterbox(to_gray_float(rotate_quarter(image1, turns) if turns else image1), size)
+            preprocessed = time.perf_counter()
+            output = self.backend.run(input0, input1)
+            inferred = time.perf_counter()
+            matches = extract_matches(output, self.info, box0, box1, config)
+            score = float(matches.confidence.sum())
+            if best is None or score > best[0]:
+                best = (score, turns, matches, box1)
+            end = time.perf_counter()
+            for step, seconds in zip(steps, (preprocessed - clock, inferred - preprocessed, end - inferred)):
+                steps[step] += seconds
+        assert best is not None
+        _, turns, matches, box1 = best
+        size1 = (image1.shape[1], image1.shape[0])
+        keypoints1 = unrotate_points(matches.keypoints1, turns, size1).astype(np.float32)
+        timings = {step: seconds * 1e3 for step, seconds in steps.items()}
+        timings["total"] = (time.perf_counter() - start) * 1e3
         return MatchResult(
             keypoints0=matches.keypoints0,
-            keypoints1=matches.keypoints1,
+            keypoints1=keypoints1,
             confidence=matches.confidence,
             image_size0=box0.original_size,
-            image_size1=box1.original_size,
-            timings_ms={
-                "preprocess": (preprocessed - start) * 1e3,
-                "inference": (inferred - preprocessed) * 1e3,
-                "postprocess": (end - inferred) * 1e3,
-                "total": (end - start) * 1e3,
-            },
+            image_size1=size1,
+            timings_ms=timings,
             model=self.info.name,
             backend=self.backend.name,
+            rotation1=90 * turns,
         )

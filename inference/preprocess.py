@@ -129,3 +129,24 @@ def letterbox(gray: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray
     model_input = np.zeros((1, 1, input_size[1], input_size[0]), dtype=np.float32)
     model_input[0, 0, : resized[1], : resized[0]] = gray
     return model_input, Letterbox(original, resized, (input_size[0], input_size[1]))
+
+
+def rotate_quarter(image: np.ndarray, turns: int) -> np.ndarray:
+    """image (H, W[, C]) turned `turns` x 90 degrees counter-clockwise (`np.rot90`)."""
+    return np.ascontiguousarray(np.rot90(image, turns))
+
+
+def unrotate_points(points: np.ndarray, turns: int, size: tuple[int, int]) -> np.ndarray:
+    """(N, 2) x, y in pixels of `rotate_quarter(image, turns)` -> pixels of `image`,
+    whose (width, height) is `size`. Exact for sub-pixel positions (centres at integers)."""
+    points = np.asarray(points, dtype=np.float64)
+    width, height = size
+    x, y = points[:, 0], points[:, 1]
+    turns %= 4
+    if turns == 1:
+        return np.stack([width - 1 - y, x], axis=1)
+    if turns == 2:
+        return np.stack([width - 1 - x, height - 1 - y], axis=1)
+    if turns == 3:
+        return np.stack([y, height - 1 - x], axis=1)
+    return points.copy()

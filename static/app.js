@@ -359,8 +359,9 @@ $("example-button").addEventListener("click", async () => {
 
 function showResult(result, ransac) {
   const inliers = result.num_inliers === null ? "" : `, ${result.num_inliers} inliers`;
+  const turned = result.rotation_b ? ` (b turned ${result.rotation_b}° for them)` : "";
   $("upload-summary").textContent =
-    `${result.num_matches} matches${inliers} in ${result.timings_ms.total.toFixed(0)} ms ` +
+    `${result.num_matches} matches${inliers}${turned} in ${result.timings_ms.total.toFixed(0)} ms ` +
     `(inference ${result.timings_ms.inference.toFixed(0)} ms, ${result.backend})`;
   $("upload-matches").textContent = result.num_matches;
   $("upload-inliers").textContent = result.num_inliers === null ? "–" : result.num_inliers;
@@ -405,6 +406,7 @@ $("upload-form").addEventListener("submit", async (event) => {
     include: "overlay,warp",  // everything from one model run
   });
   if ($("max-matches").value) params.set("max_matches", $("max-matches").value);
+  if ($("rotations").checked) params.set("rotations", "true");
   const buttons = [$("match-button"), $("example-button")];
   buttons.forEach((button) => { button.disabled = true; });
   $("upload-summary").textContent = "matching…";

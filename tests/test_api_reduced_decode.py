@@ -49,3 +49,23 @@ def test_large_jpeg_is_matched_from_a_reduced_decode_in_full_pixels(client):
     error = np.linalg.norm(corners_through(served, 1280, 960) - corners_through(reference, 1280, 960), axis=1)
     print(f"corner difference reduced vs full decode: mean {error.mean():.2f} px, max {error.max():.2f} px")
     assert error.mean() < 2.0  # of a 1280x960 image; a wrong scale or offset is far off
+
+
+def test_rotation_search_answers_b_turned_and_in_its_own_pixels(client):
+    """b sent a quarter turn clockwise (and at twice the size, so it decodes reduced):
+    `rotations=true` reports the turn back and a homography onto the turned b."""
+    a, b = (decode(data) for data in pair_bytes("0001"))
+    big_b = cv2.resize(b, (1280, 960), interpolation=cv2.INTER_CUBIC)
+    turned = cv2.rotate(big_b, cv2.ROTATE_90_CLOCKWISE)  # 960x1280
+    files = {"a": ("a.jpg", jpeg(a, 95)), "b": ("b.jpg", jpeg(turned, 95))}
+    body = client.post("/match", files=files, params={"ransac": "homography", "rotations": "true"}).json()
+    assert body["rotation_b"] == 90 and body["image_size1"] == {"width": 960, "height": 1280}
+
+    reference = estimate_homography(Matcher(weights=WEIGHTS_DIR).match(a, big_b)).matrix
+    to_turned = np.array([[0, -1, 960 - 1], [1, 0, 0], [0, 0, 1]], np.float64)
+    expected = corners_through(to_turned @ reference, 640, 480)
+    error = np.linalg.norm(corners_through(np.array(body["homography"]), 640, 480) - expected, axis=1)
+    assert error.mean() < 4.0  # pixels of the 960x1280 b; a wrong turn or mapping is far off
+
+    plain = client.post("/match", files=files, params={"ransac": "homography"}).json()
+    assert plain["rotation_b"] == 0 and plain["num_matches"] < body["num_matches"] / 2

@@ -61,6 +61,16 @@ def test_bench_json_on_one_pair(capsys):
     assert drawing["p90_ms"] >= drawing["median_ms"] > 0 and 0 < drawing["drawn"] <= 200
 
 
+def test_bench_times_the_rotation_search_beside_the_plain_model(capsys):
+    args = ["bench", "--pairs", "1", "--repeat", "1", "--sizes", "320x240", "--peers", "none"]
+    assert main([*args, "--backends", "onnxruntime", "--threads", "1", "--rotations", "--json"]) == 0
+    rows = {row["method"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"shipped", "shipped + rotation search"}
+    plain, searched = rows["shipped"], rows["shipped + rotation search"]
+    assert searched["gflops"] == 4 * plain["gflops"] and searched["size"] == plain["size"] == "320x240"
+    assert searched["matches"] > 0
+
+
 def test_bench_refuses_unknown_backend(capsys):
     assert main(["bench", "--preset", "student", "--backends", "openvino", "--pairs", "1"]) == 2
     assert "unknown backend 'openvino'" in capsys.readouterr().err

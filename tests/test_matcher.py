@@ -239,6 +239,16 @@ def test_cli_json(random_student_onnx, pair):
     assert report["image_size0"] == [640, 480] and report["backend"] == "onnxruntime"
     assert len(report["inliers"]) == 50
     assert set(report["timings_ms"]) == {"preprocess", "inference", "postprocess", "total"}
+    assert report["rotation1"] == 0  # no rotation search unless asked for
+
+
+def test_cli_rotation_search_finds_an_upside_down_image(pair, tmp_path):
+    upside_down = tmp_path / "b.png"
+    cv2.imwrite(str(upside_down), cv2.rotate(cv2.imread(str(pair[1])), cv2.ROTATE_180))
+    done = cli(pair[0], upside_down, "--rotations", "--threads", "1", "--json")  # shipped weights
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rotation1"] == 180 and report["num_inliers"] > 100
 
 
 def test_cli_text_overlay_and_warp(random_student_onnx, pair, tmp_path):

@@ -3,11 +3,13 @@ eval-dev pairs with the HPatches corner error (refinement on vs off, same weight
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from fixture_data import EVAL_DEV_MANIFEST, MANIFEST
 
 from coarse_loftr.inference import Matcher, estimate_homography
+from coarse_loftr.inference.preprocess import rotate_quarter, unrotate_points
 from coarse_loftr.inference.weights import WeightsError, resolve_weights
 from coarse_loftr.training.evaluation.metrics import corner_error
 from coarse_loftr.training.evaluation.pairs import load_manifest
@@ -57,3 +59,42 @@ def test_refinement_lowers_the_corner_error(matcher, manifest, difficulties):
     refined, coarse = np.median(errors[True]), np.median(errors[False])
     assert refined < 0.7 * coarse, (refined, coarse)
     assert refined < 5.0
+
+
+@pytest.mark.parametrize(
+    ("code", "turned_back", "to_turned"),
+    [
+        (cv2.ROTATE_90_CLOCKWISE, 90, lambda w, h: [[0, -1, h - 1], [1, 0, 0], [0, 0, 1]]),
+        (cv2.ROTATE_180, 180, lambda w, h: [[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1]]),
+        (cv2.ROTATE_90_COUNTERCLOCKWISE, 270, lambda w, h: [[0, 1, 0], [-1, 0, w - 1], [0, 0, 1]]),
+    ],
+)
+def test_rotation_search_matches_a_turned_image(matcher, code, turned_back, to_turned):
+    """Beyond the model's +-45 degrees plain matching fails; `rotations` finds the turn
+    and answers keypoints in the turned image's own pixels."""
+    pair = next(p for p in load_manifest(MANIFEST) if p.labels.get("difficulty") == "easy")
+    image0, image1 = pair.load()
+    turned = cv2.rotate(image1, code)
+    truth = np.asarray(to_turned(image1.shape[1], image1.shape[0]), float) @ pair.homography
+    size = (image0.shape[1], image0.shape[0])
+    searched = matcher.match(image0, turned, rotations=True)
+    assert searched.rotation1 == turned_back and searched.image_size1 == (turned.shape[1], turned.shape[0])
+    assert corner_error(estimate_homography(searched, threshold_px=3.0).matrix, truth, size) < 3.0
+    plain = matcher.match(image0, turned)
+    assert plain.rotation1 == 0 and len(plain) < len(searched) / 2
+
+
+def test_unrotate_points_inverts_the_turn():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (7, 11), dtype=np.uint8)
+    ys, xs = np.mgrid[0:7, 0:11]
+    points = np.stack([xs.ravel(), ys.ravel()], 1)
+    for turns in range(4):
+        turned = rotate_quarter(image, turns)
+        th, tw = turned.shape
+        turned_points = np.stack(np.meshgrid(np.arange(tw), np.arange(th)), -1).reshape(-1, 2)
+        back = unrotate_points(turned_points, turns, (11, 7)).astype(int)
+        np.testing.assert_array_equal(
+            turned[turned_points[:, 1], turned_points[:, 0]], image[back[:, 1], back[:, 0]]
+        )
+        assert sorted(map(tuple, back)) == sorted(map(tuple, points))
