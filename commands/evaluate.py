@@ -26,6 +26,7 @@ from . import CommandError, size_arg
 
 #: what `--methods` runs when not given: the methods that need no optional extra
 DEFAULT_METHODS = (OURS, "sift", "orb")
+ROTATION_SEARCH = f"{OURS} + rotation search"
 DEFAULT_OUT = Path("runs/eval")
 #: input size (W, H) a `--compare` checkpoint is exported at when `--size` is not given
 DEFAULT_EXPORT_SIZE = (640, 480)
@@ -140,6 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run our matcher with and without refinement (same weights)",
     )
     parser.add_argument(
+        "--rotations",
+        action="store_true",
+        help="also run our matcher with its rotation search (image b at four quarter turns)",
+    )
+    parser.add_argument(
         "--ransac-threshold",
         type=parse_ransac,
         default=RansacChoice((RegistrationConfig.threshold_px,), False),
@@ -163,7 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _our_methods(args: argparse.Namespace) -> list:
-    """Our matcher as one method, or two (refinement on / off) with --refine-ablation."""
+    """Our matcher as one method, plus the same without refinement (--refine-ablation)
+    and with the rotation search (--rotations)."""
     from coarse_loftr.inference import Matcher
     from coarse_loftr.training.evaluation import MatcherMethod
 
@@ -171,14 +178,17 @@ def _our_methods(args: argparse.Namespace) -> list:
         matcher = Matcher(weights=args.weights, backend=args.backend, size=args.size)
     except (OSError, RuntimeError, ValueError) as error:
         raise CommandError(f"cannot load our model: {error}") from None
-    options = {"threshold": args.threshold}
+    options = {"threshold": args.threshold, "refine": not args.no_refine}
     if args.refine_ablation:
-        return [
+        methods = [
             MatcherMethod(OURS, matcher, {**options, "refine": True}),
             MatcherMethod(f"{OURS} (no refine)", matcher, {**options, "refine": False}),
         ]
-    name = f"{OURS} (no refine)" if args.no_refine else OURS
-    return [MatcherMethod(name, matcher, {**options, "refine": not args.no_refine})]
+    else:
+        methods = [MatcherMethod(f"{OURS} (no refine)" if args.no_refine else OURS, matcher, options)]
+    if args.rotations:
+        methods.append(MatcherMethod(ROTATION_SEARCH, matcher, {**options, "rotations": True}))
+    return methods
 
 
 def _compare_method(spec: str, args: argparse.Namespace, scratch: Path):
@@ -244,6 +254,8 @@ def _build_methods(args: argparse.Namespace, scratch: Path) -> list:
         raise CommandError("--refine-ablation already runs without refinement; drop --no-refine")
     if args.refine_ablation and OURS not in names:
         raise CommandError(f"--refine-ablation needs {OURS} among --methods")
+    if args.rotations and OURS not in names:
+        raise CommandError(f"--rotations needs {OURS} among --methods")
     methods = []
     for name in dict.fromkeys(names):
         methods += _named_method(name, args, scratch)

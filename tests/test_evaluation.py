@@ -259,7 +259,7 @@ def test_command_rejects_bad_input_with_one_line(tiny_manifest, tmp_path, capsys
     assert exit_info.value.code == 2
 
 
-def test_command_runs_our_matcher_with_refinement_ablation(
+def test_command_runs_our_matcher_with_refinement_ablation_and_rotation_search(
     tiny_manifest, tmp_path, capsys, random_student_onnx
 ):
     # A random-initialised model: only the plumbing is checked, never its accuracy.
@@ -273,6 +273,7 @@ def test_command_runs_our_matcher_with_refinement_ablation(
             "--methods",
             "ours",
             "--refine-ablation",
+            "--rotations",
             "--compare",
             f"{random_student_onnx}:again",
             "--out",
@@ -284,7 +285,7 @@ def test_command_runs_our_matcher_with_refinement_ablation(
     )
     assert code == 0
     figures = json.loads(capsys.readouterr().out)
-    assert list(figures["methods"]) == ["ours", "ours (no refine)", "again"]
+    assert list(figures["methods"]) == ["ours", "ours (no refine)", "ours + rotation search", "again"]
     for method in figures["methods"].values():
         assert method["overall"]["pairs"] == 1 and method["overall"]["match_ms"] > 0
     assert "## Refinement on vs off (same weights)" in (out / "results.md").read_text()
