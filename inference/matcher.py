@@ -18,7 +18,7 @@ from .backends import create_backend
 from .config import MatchConfig, with_overrides
 from .io import read_image
 from .matching import Matches, extract_matches
-from .preprocess import Letterbox, letterbox, rotate_quarter, to_gray_float, unrotate_points
+from .preprocess import Letterbox, letterbox, to_gray_float, unrotate_points
 from .weights import ModelFiles, WeightsError, resolve_weights
 
 #: Turns of 90 degrees counter-clockwise tried for image1 when `rotations` is on.
@@ -123,11 +123,12 @@ class Matcher:
         )
         size = self.info.input_size
         input0, box0 = letterbox(to_gray_float(image0), size)
+        gray1 = to_gray_float(image1)
         steps = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0}
         best: tuple[float, int, Matches, Letterbox] | None = None
         for turns in QUARTER_TURNS if config.rotations else (0,):
             clock = time.perf_counter()
-            input1, box1 = letterbox(to_gray_float(rotate_quarter(image1, turns) if turns else image1), size)
+            input1, box1 = letterbox(gray1, size, turns)
             preprocessed = time.perf_counter()
             output = self.backend.run(input0, input1)
             inferred = time.perf_counter()

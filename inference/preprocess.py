@@ -112,32 +112,35 @@ def fit_size(original_size: tuple[int, int], input_size: tuple[int, int]) -> tup
     return (min(in_width, max(1, round(width * scale))), min(in_height, max(1, round(height * scale))))
 
 
-def letterbox(gray: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    gray: np.ndarray, input_size: tuple[int, int], turns: int = 0
+) -> tuple[np.ndarray, Letterbox]:
     """(H, W) float32 gray -> ((1, 1, H_in, W_in) float32 model input, its `Letterbox`).
 
     input_size: (W_in, H_in). The image is resized to fit with its aspect ratio kept
     (INTER_AREA when shrinking, which averages instead of aliasing; INTER_LINEAR when
-    enlarging) and padded with zeros on the right and bottom.
+    enlarging) and padded with zeros on the right and bottom. `turns`: quarter turns
+    counter-clockwise (`np.rot90`) given to the image first; the Letterbox is then that of
+    the turned image (see `unrotate_points`). The small resized copy is what is turned, so
+    no full-size copy is made (both interpolations commute with quarter turns).
     """
     if gray.ndim != 2 or gray.dtype != np.float32:
         raise ValueError(f"expected (H, W) float32, got {gray.shape} {gray.dtype}")
     original = (gray.shape[1], gray.shape[0])
-    resized = fit_size(original, input_size)
-    if resized != original:
+    sideways = turns % 2 == 1
+    turned = (original[1], original[0]) if sideways else original
+    resized = fit_size(turned, input_size)
+    unturned = (resized[1], resized[0]) if sideways else resized
+    if unturned != original:
         shrinking = resized[0] * resized[1] < original[0] * original[1]
-        gray = cv2.resize(gray, resized, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        gray = cv2.resize(gray, unturned, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     model_input = np.zeros((1, 1, input_size[1], input_size[0]), dtype=np.float32)
-    model_input[0, 0, : resized[1], : resized[0]] = gray
-    return model_input, Letterbox(original, resized, (input_size[0], input_size[1]))
-
-
-def rotate_quarter(image: np.ndarray, turns: int) -> np.ndarray:
-    """image (H, W[, C]) turned `turns` x 90 degrees counter-clockwise (`np.rot90`)."""
-    return np.ascontiguousarray(np.rot90(image, turns))
+    model_input[0, 0, : resized[1], : resized[0]] = np.rot90(gray, turns)
+    return model_input, Letterbox(turned, resized, (input_size[0], input_size[1]))
 
 
 def unrotate_points(points: np.ndarray, turns: int, size: tuple[int, int]) -> np.ndarray:
-    """(N, 2) x, y in pixels of `rotate_quarter(image, turns)` -> pixels of `image`,
+    """(N, 2) x, y in pixels of `np.rot90(image, turns)` -> pixels of `image`,
     whose (width, height) is `size`. Exact for sub-pixel positions (centres at integers)."""
     points = np.asarray(points, dtype=np.float64)
     width, height = size

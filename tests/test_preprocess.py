@@ -139,3 +139,13 @@ def test_letterbox_maps_a_feature_to_the_right_place():
 def test_letterbox_refuses_non_float_gray():
     with pytest.raises(ValueError):
         letterbox(np.zeros((4, 4), np.uint8), (8, 8))
+
+
+@pytest.mark.parametrize("original", [(640, 480), (1000, 333), (200, 150)])  # shrink, odd aspect, enlarge
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_letterbox_turns_the_resized_copy_as_if_the_image_were_turned_first(original, turns):
+    gray = np.random.default_rng(turns).random((original[1], original[0]), dtype=np.float32)
+    model_input, box = letterbox(gray, (320, 240), turns)
+    expected, expected_box = letterbox(np.ascontiguousarray(np.rot90(gray, turns)), (320, 240))
+    assert box == expected_box
+    np.testing.assert_allclose(model_input, expected, atol=1e-5)

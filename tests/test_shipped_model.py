@@ -9,7 +9,7 @@ import pytest
 from fixture_data import EVAL_DEV_MANIFEST, MANIFEST
 
 from coarse_loftr.inference import Matcher, estimate_homography
-from coarse_loftr.inference.preprocess import rotate_quarter, unrotate_points
+from coarse_loftr.inference.preprocess import unrotate_points
 from coarse_loftr.inference.weights import WeightsError, resolve_weights
 from coarse_loftr.training.evaluation.metrics import corner_error
 from coarse_loftr.training.evaluation.pairs import load_manifest
@@ -90,7 +90,7 @@ def test_unrotate_points_inverts_the_turn():
     ys, xs = np.mgrid[0:7, 0:11]
     points = np.stack([xs.ravel(), ys.ravel()], 1)
     for turns in range(4):
-        turned = rotate_quarter(image, turns)
+        turned = np.rot90(image, turns)
         th, tw = turned.shape
         turned_points = np.stack(np.meshgrid(np.arange(tw), np.arange(th)), -1).reshape(-1, 2)
         back = unrotate_points(turned_points, turns, (11, 7)).astype(int)
