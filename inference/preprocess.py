@@ -112,9 +112,7 @@ def fit_size(original_size: tuple[int, int], input_size: tuple[int, int]) -> tup
     return (min(in_width, max(1, round(width * scale))), min(in_height, max(1, round(height * scale))))
 
 
-def letterbox(
-    gray: np.ndarray, input_size: tuple[int, int], turns: int = 0
-) -> tuple[np.ndarray, Letterbox]:
+def letterbox(gray: np.ndarray, input_size: tuple[int, int], turns: int = 0) -> tuple[np.ndarray, Letterbox]:
     """(H, W) float32 gray -> ((1, 1, H_in, W_in) float32 model input, its `Letterbox`).
 
     input_size: (W_in, H_in). The image is resized to fit with its aspect ratio kept
