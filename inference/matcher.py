@@ -142,7 +142,9 @@ class Matcher:
         assert best is not None
         _, turns, matches, box1 = best
         size1 = (image1.shape[1], image1.shape[0])
-        keypoints1 = unrotate_points(matches.keypoints1, turns, size1).astype(np.float32)
+        keypoints1 = matches.keypoints1
+        if turns:
+            keypoints1 = unrotate_points(keypoints1, turns, size1).astype(np.float32)
         timings = {step: seconds * 1e3 for step, seconds in steps.items()}
         timings["total"] = (time.perf_counter() - start) * 1e3
         return MatchResult(
