@@ -18,7 +18,7 @@ from .backends import create_backend
 from .config import MatchConfig, with_overrides
 from .io import read_image
 from .matching import Matches, extract_matches
-from .preprocess import Letterbox, letterbox, to_gray_float, unrotate_points
+from .preprocess import letterbox, to_gray_float, unrotate_points
 from .weights import ModelFiles, WeightsError, resolve_weights
 
 #: Turns of 90 degrees counter-clockwise tried for image1 when `rotations` is on.
@@ -125,7 +125,7 @@ class Matcher:
         input0, box0 = letterbox(to_gray_float(image0), size)
         gray1 = to_gray_float(image1)
         steps = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0}
-        best: tuple[float, int, Matches, Letterbox] | None = None
+        best: tuple[float, int, Matches] | None = None  # total confidence, turns, matches
         for turns in QUARTER_TURNS if config.rotations else (0,):
             clock = time.perf_counter()
             input1, box1 = letterbox(gray1, size, turns)
@@ -135,12 +135,12 @@ class Matcher:
             matches = extract_matches(output, self.info, box0, box1, config)
             score = float(matches.confidence.sum())
             if best is None or score > best[0]:
-                best = (score, turns, matches, box1)
+                best = (score, turns, matches)
             end = time.perf_counter()
             for step, seconds in zip(steps, (preprocessed - clock, inferred - preprocessed, end - inferred)):
                 steps[step] += seconds
         assert best is not None
-        _, turns, matches, box1 = best
+        _, turns, matches = best
         size1 = (image1.shape[1], image1.shape[0])
         keypoints1 = matches.keypoints1
         if turns:
