@@ -18,7 +18,8 @@ DEFAULT_OPSET = 17
 
 #: Name scopes (torch module names in the exported graph) of the coarse matching: the
 #: similarity matrix divided by a 0.1 temperature and the dual softmax over it overflow
-#: FP16, so FP16 engines keep these layers in FP32 (EfficientLoFTR does the same).
+#: FP16, so FP16 engines keep these layers in FP32 (EfficientLoFTR does the same). The
+#: deployed graph has only the second (`MutualNearest`); training runs the first.
 FP32_SCOPES = ("/dual_softmax/", "/mutual_nearest/")
 
 #: The refinement levels' modules in `CoarseLoFTR`, first to last; their correlation ops

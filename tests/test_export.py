@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from fixture_data import PAIRS, TENSORRT10_OPS
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, shape_inference
 
 from coarse_loftr.inference.backends.base import ModelInfo
 from coarse_loftr.inference.checkpoint import load_checkpoint
@@ -110,28 +110,41 @@ def _walk_back(producers: dict[str, onnx.NodeProto], tensor: str, until: str) ->
 
 def test_coarse_matching_is_under_the_fp32_scopes(preset_graph):
     """FP16 TensorRT engines keep `needs_fp32(layer names)` in FP32. Found from the
-    graph's structure, not its names: the ArgMax giving `match_index`, the dual-softmax
-    product it reads, the two Softmax ops of that product, the similarity MatMul before
-    them, and the ReduceMax ops of the mutual check. All must be kept; no backbone Conv."""
-    nodes = preset_graph.graph.node
+    graph's structure, not its names: the similarity MatMuls are those with a (..., cells,
+    cells) output (one per orientation); every node on a path from them to `conf_max` or
+    `match_index` must be kept, and no backbone Conv."""
+    graph = shape_inference.infer_shapes(preset_graph).graph
+    nodes = graph.node
     producers = {output: node for node in nodes for output in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    dims = {
+        info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+        for info in (*graph.value_info, *graph.output)
+    }
+    cells = dims["conf_max"][1]
 
-    argmax = _walk_back(producers, "match_index", "ArgMax")
-    product = producers[argmax.input[0]]
-    assert product.op_type == "Mul"
-    softmaxes = [producers[name] for name in product.input]
-    assert [node.op_type for node in softmaxes] == ["Softmax", "Softmax"]
-    similarity = {_walk_back(producers, node.input[0], "MatMul").name for node in softmaxes}
-    assert len(similarity) == 1
-    reduce_max = [node for node in consumers[argmax.input[0]] if node.op_type == "ReduceMax"]
-    assert len(reduce_max) == 2  # the row maximum and the column maximum
+    def ancestors(tensor: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [tensor]
+        while stack:
+            node = producers.get(stack.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.input)
+        return seen
+
+    upstream = ancestors("conf_max") | ancestors("match_index")
+    similarity = [
+        n
+        for n in nodes
+        if n.op_type == "MatMul" and n.name in upstream and dims[n.output[0]][-2:] == [cells, cells]
+    ]
+    assert len(similarity) == 2  # s and its transpose, each from its own MatMul
+    before = set().union(*(ancestors(name) for n in similarity for name in n.input))
+    must = upstream - before
+    ops = {n.op_type for n in nodes if n.name in must}
+    assert {"MatMul", "Softmax", "ReduceMax", "TopK", "GatherElements", "Exp", "Log"} <= ops, ops
 
     kept = set(needs_fp32(node.name for node in nodes))
-    must = {argmax.name, product.name, *similarity} | {n.name for n in softmaxes + reduce_max}
     assert must <= kept, sorted(must - kept)
     assert not [node.name for node in nodes if node.op_type == "Conv" and node.name in kept]
 

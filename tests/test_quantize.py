@@ -82,7 +82,7 @@ def test_static_int8_loads_in_the_matcher_with_metadata_and_same_shapes(
     # The excluded similarity MatMul stays float: its inputs are not dequantized int8.
     model = onnx.load(str(out))
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    similarity = next(n for n in model.graph.node if n.name == "/dual_softmax/MatMul")
+    similarity = next(n for n in model.graph.node if n.name == "/mutual_nearest/MatMul")
     assert all(producers.get(name) != "DequantizeLinear" for name in similarity.input)
     projection = next(n for n in model.graph.node if n.name.endswith("layers.0/q_proj/MatMul"))
     assert all(producers.get(name) == "DequantizeLinear" for name in projection.input)
@@ -150,9 +150,9 @@ def test_dynamic_int8_uses_integer_kernels(random_student_onnx, tmp_path):
 def test_exclusion_globs_pick_the_head(random_student_onnx):
     model = onnx.load(str(random_student_onnx))
     names = excluded_nodes(model, DEFAULT_EXCLUDE)
-    # The whole coarse matching: the similarity MatMul, both softmaxes, the mutual check.
-    assert {"/dual_softmax/MatMul", "/dual_softmax/Softmax", "/dual_softmax/Softmax_1"} <= set(names)
-    assert "/mutual_nearest/ArgMax" in names
+    # The whole coarse matching: both similarity MatMuls, the log-sum-exps, the mutual check.
+    assert {"/mutual_nearest/MatMul", "/mutual_nearest/MatMul_1", "/mutual_nearest/TopK"} <= set(names)
+    assert {"/mutual_nearest/Softmax", "/mutual_nearest/Exp", "/mutual_nearest/GatherElements"} <= set(names)
     assert not any(name.startswith(("/backbone/", "/loftr_coarse/")) for name in names)
     assert excluded_nodes(model, ()) == []
 

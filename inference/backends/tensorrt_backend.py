@@ -187,7 +187,7 @@ def _keep_matching_in_fp32(trt, network, config) -> None:
     if kept == 0:
         raise ValueError(
             "no coarse-matching layers found to keep in FP32 (expected names with "
-            "/dual_softmax/): re-export the ONNX model with this version"
+            "/mutual_nearest/): re-export the ONNX model with this version"
         )
     log.info("FP16 engine: %d matching layers kept in FP32", kept)
 

@@ -4,6 +4,7 @@ dual-softmax confidence matrix (-> learned sub-cell refinement)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,12 +17,16 @@ from .refinement import FineHead, LocalRefiner, confidence_expectation
 from .transformer import LocalFeatureTransformer
 
 
-class DualSoftmax(nn.Module):
-    """Similarity logits of two token sets and their dual-softmax confidence.
+def similarity(feat0: torch.Tensor, feat1: torch.Tensor, temperature: float) -> torch.Tensor:
+    """feat0 (B, N0, d), feat1 (B, N1, d) -> (B, N0, N1) logits feat0 . feat1 / (d * temperature)."""
+    return (feat0 * (1.0 / (feat0.shape[-1] * temperature))) @ feat1.transpose(1, 2)
 
-    feat0 (B, N0, d), feat1 (B, N1, d) -> sim_matrix, conf_matrix (B, N0, N1). A module of
-    its own so that its ops carry the `/dual_softmax/` scope in exported graphs, which
-    FP16 TensorRT engines keep in FP32 (`inference.graph.FP32_SCOPES`).
+
+class DualSoftmax(nn.Module):
+    """Similarity logits of two token sets and their dual-softmax confidence, for training.
+
+    feat0 (B, N0, d), feat1 (B, N1, d) -> sim_matrix, conf_matrix (B, N0, N1). The
+    deployed graph never forms conf_matrix (see `MutualNearest`).
     """
 
     def __init__(self, temperature: float) -> None:
@@ -29,20 +34,73 @@ class DualSoftmax(nn.Module):
         self.temperature = temperature
 
     def forward(self, feat0: torch.Tensor, feat1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = feat0.shape[-1] ** 0.5
-        sim_matrix = (feat0 / scale) @ (feat1 / scale).transpose(1, 2) / self.temperature
+        sim_matrix = similarity(feat0, feat1, self.temperature)
         return sim_matrix, sim_matrix.softmax(dim=1) * sim_matrix.softmax(dim=2)
 
 
-class MutualNearest(nn.Module):
-    """conf_matrix (B, N0, N1) -> conf_max (B, N0), 0 where image0's best image1 cell
-    does not pick it back, and match_index (B, N0) int64 (scope `/mutual_nearest/`)."""
+class LogDualSoftmax(NamedTuple):
+    """The dual softmax in the log domain: conf_matrix = exp(2 sim_matrix - row_lse - col_lse).
 
-    def forward(self, conf_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        conf_max, match_index = conf_matrix.max(dim=2)
-        column_max = conf_matrix.max(dim=1).values  # (B, N1)
-        mutual = conf_max >= torch.gather(column_max, 1, match_index)
-        return conf_max * mutual.to(conf_max.dtype), match_index
+    sim_matrix (B, N0, N1); row_lse (B, N0, 1) and col_lse (B, 1, N1): log-sum-exp of
+    sim_matrix along its rows and its columns.
+    """
+
+    sim_matrix: torch.Tensor
+    row_lse: torch.Tensor
+    col_lse: torch.Tensor
+
+    def confidence_at(self, index1: torch.Tensor) -> torch.Tensor:
+        """index1 (B, N0) int64 image1 cells -> (B, N0) conf_matrix[b, i, index1[b, i]]."""
+        logits = torch.gather(self.sim_matrix, 2, index1.unsqueeze(-1)).squeeze(-1)
+        return torch.exp(
+            2 * logits - self.row_lse.squeeze(-1) - torch.gather(self.col_lse.squeeze(1), 1, index1)
+        )
+
+
+def _logsumexp_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, M, N) -> (B, M, 1) log-sum-exp along the last axis. From ONNX Runtime's fused
+    softmax: its row maximum is exp(max - lse). Faster there than torch.logsumexp's
+    export or a max-subtract-exp-sum chain, each of which writes the whole matrix again."""
+    peak = x.amax(dim=-1, keepdim=True)
+    return peak - x.softmax(dim=-1).amax(dim=-1, keepdim=True).log()
+
+
+class MutualNearest(nn.Module):
+    """The deployed read-out (scope `/mutual_nearest/`): each image0 cell's best image1
+    cell by dual-softmax confidence, kept where that cell picks it back.
+
+    feat0 (B, N0, d), feat1 (B, N1, d) -> conf_max (B, N0) float32, 0 where the best match
+    is not mutual; match_index (B, N0) int64; the `LogDualSoftmax` it used.
+
+    conf_matrix is never formed: as conf_ij = exp(2 s_ij - r_i - c_j), a row's maximum is
+    at argmax_j (s_ij - c_j / 2) and a column's at argmax_i (s_ij - r_i / 2). The
+    similarity comes from two matmuls, one per orientation, so that every reduction runs
+    along the last axis: ONNX Runtime's softmax and reductions along another axis are
+    several times slower (strided reads of a matrix that outgrows the caches).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(
+        self, feat0: torch.Tensor, feat1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, LogDualSoftmax]:
+        sim_matrix = similarity(feat0, feat1, self.temperature)  # (B, N0, N1)
+        sim_transposed = similarity(feat1, feat0, self.temperature)  # (B, N1, N0)
+        row_lse = _logsumexp_last(sim_matrix)  # (B, N0, 1)
+        col_lse = _logsumexp_last(sim_transposed).transpose(1, 2)  # (B, 1, N1)
+        row_best, match_index = (sim_matrix - col_lse / 2).topk(1, dim=2)  # (B, N0, 1)
+        match_index = match_index.squeeze(2)
+        # The mutual check reads row match_index[i] of `by_column` both at its maximum and
+        # at column i: the same floats, so the comparison is exact.
+        by_column = sim_transposed - row_lse.transpose(1, 2) / 2  # (B, N1, N0)
+        column_best = by_column.amax(dim=2)  # (B, N1)
+        cells0 = torch.arange(by_column.shape[2], device=by_column.device).unsqueeze(0)
+        own = torch.gather(by_column.flatten(1), 1, match_index * by_column.shape[2] + cells0)
+        mutual = own >= torch.gather(column_best, 1, match_index)
+        conf_max = torch.exp(2 * row_best.squeeze(2) - row_lse.squeeze(2))
+        return conf_max * mutual.to(conf_max.dtype), match_index, LogDualSoftmax(sim_matrix, row_lse, col_lse)
 
 
 @dataclass
@@ -74,7 +132,7 @@ class CoarseLoFTR(nn.Module):
         self.pos_encoding = PositionEncodingSine(config.d_model, config.pe_max_shape, config.pe_temp_bug_fix)
         self.loftr_coarse = LocalFeatureTransformer(config)
         self.dual_softmax = DualSoftmax(config.temperature)
-        self.mutual_nearest = MutualNearest()
+        self.mutual_nearest = MutualNearest(config.temperature)
         self.fine_head = FineHead(config) if config.has_fine_head else None
         self.fine2_head = LocalRefiner(config) if config.has_fine2_head else None
         self.fine3_head = LocalRefiner(config, level=3) if config.has_fine3_head else None
@@ -82,14 +140,23 @@ class CoarseLoFTR(nn.Module):
     def forward(self, image0: torch.Tensor, image1: torch.Tensor) -> CoarseOutput:
         """image0, image1: (B, 1, H, W) grayscale in [0, 1], same size, H and W
         multiples of the coarse stride."""
+        feat0, feat1, grid_hw, levels = self.encode(image0, image1)
+        sim_matrix, conf_matrix = self.dual_softmax(feat0, feat1)
+        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, *levels)
+
+    def encode(
+        self, image0: torch.Tensor, image1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[torch.Tensor | None, ...]]:
+        """Everything before the matching: the transformed tokens feat0, feat1 (B, N, d),
+        the coarse grid (rows, cols) and the projected refinement features (see
+        `refinement_features`)."""
         images = torch.cat([image0, image1], dim=0)
         batch = image0.shape[0]
         coarse, fine, fine2 = self.backbone(images)
         grid_hw = (coarse.shape[2], coarse.shape[3])
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
-        sim_matrix, conf_matrix = self.dual_softmax(feat0, feat1)
-        return CoarseOutput(sim_matrix, conf_matrix, grid_hw, *self.refinement_features(fine, fine2, images))
+        return feat0, feat1, grid_hw, self.refinement_features(fine, fine2, images)
 
     def refinement_features(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
@@ -135,19 +202,22 @@ class CoarseLoFTR(nn.Module):
         (sub-cell position of the match in input pixels, from that cell's centre).
         A few numbers per cell leave the graph instead of the N0 x N1 matrix.
         """
-        out = self.forward(image0, image1)
-        conf = out.conf_matrix
-        conf_max, match_index = self.mutual_nearest(conf)
-        if self.fine_head is not None and out.fine0 is not None:
-            offset1, _ = self.fine_head(out.fine0, out.fine1, match_index, out.grid_hw)
-            if self.fine2_head is not None and out.fine2_0 is not None:
-                matched_centres = self.cell_centres(out.grid_hw, conf.device)[match_index]
-                refined, _, _ = self.fine2_head(out.fine2_0, out.fine2_1, matched_centres + offset1)
-                if self.fine3_head is not None and out.fine3_0 is not None:
-                    refined, _, _ = self.fine3_head(out.fine3_0, out.fine3_1, refined)
-                offset1 = refined - matched_centres
-        else:
-            offset1 = confidence_expectation(conf, match_index, out.grid_hw, self.config.coarse_stride)
+        feat0, feat1, grid_hw, (fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1) = self.encode(
+            image0, image1
+        )
+        conf_max, match_index, log_conf = self.mutual_nearest(feat0, feat1)
+        if self.fine_head is None or fine0 is None:
+            offset1 = confidence_expectation(
+                log_conf.confidence_at, match_index, grid_hw, self.config.coarse_stride
+            )
+            return conf_max, match_index, offset1
+        offset1, _ = self.fine_head(fine0, fine1, match_index, grid_hw)
+        if self.fine2_head is not None and fine2_0 is not None:
+            matched_centres = self.cell_centres(grid_hw, feat0.device)[match_index]
+            refined, _, _ = self.fine2_head(fine2_0, fine2_1, matched_centres + offset1)
+            if self.fine3_head is not None and fine3_0 is not None:
+                refined, _, _ = self.fine3_head(fine3_0, fine3_1, refined)
+            offset1 = refined - matched_centres
         return conf_max, match_index, offset1
 
 

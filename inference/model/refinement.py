@@ -18,6 +18,8 @@ centre of the matched image1 cell, `LocalRefiner` refined positions in model-inp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -198,12 +200,16 @@ class LocalRefiner(nn.Module):
 
 
 def confidence_expectation(
-    conf_matrix: torch.Tensor, index1: torch.Tensor, grid_hw: tuple[int, int], stride: int
+    confidence_at: Callable[[torch.Tensor], torch.Tensor],
+    index1: torch.Tensor,
+    grid_hw: tuple[int, int],
+    stride: int,
 ) -> torch.Tensor:
     """Confidence-weighted mean position over the 3x3 cells around each match.
 
-    conf_matrix: (B, N0, N1); index1: (B, N0) int64. Returns (B, N0, 2) offsets in input
-    pixels from the matched cell's centre. Cell indices stay int64 in the graph:
+    confidence_at: (B, N0) int64 image1 cells -> (B, N0) their confidence for each image0
+    cell; index1: (B, N0) int64. Returns (B, N0, 2) offsets in input pixels from the
+    matched cell's centre. Cell indices stay int64 in the graph:
     TensorRT's FP16 mode would lose them above 2048 as floats.
     """
     height, width = grid_hw
@@ -215,10 +221,10 @@ def confidence_expectation(
             y, x = row + dy, col + dx
             inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
             neighbour = y.clamp(0, height - 1) * width + x.clamp(0, width - 1)
-            conf = torch.gather(conf_matrix, 2, neighbour.unsqueeze(-1)).squeeze(-1)
+            conf = confidence_at(neighbour)
             weights.append(conf * inside.to(conf.dtype))
             offsets.append((dx, dy))
     weight = torch.stack(weights, -1)  # (B, N0, 9)
-    steps = torch.tensor(offsets, dtype=conf_matrix.dtype, device=conf_matrix.device)
+    steps = torch.tensor(offsets, dtype=weight.dtype, device=weight.device)
     mean = (weight @ steps) / weight.sum(-1, keepdim=True).clamp_min(1e-12)
     return mean * stride
