@@ -179,7 +179,7 @@ def _keep_matching_in_fp32(trt, network, config) -> None:
         layer = layers[name]
         outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floats]
         if not outputs:
-            continue  # integer results (ArgMax indices, shapes) have no precision to keep
+            continue  # integer results (TopK indices, shapes) have no precision to keep
         layer.precision = trt.float32
         for j in outputs:
             layer.set_output_type(j, trt.float32)
