@@ -398,7 +398,10 @@ def test_refinement_only_run_trains_the_heads_and_nothing_else(photo_folder, tmp
         matrices += 1
 
     hook = torch.nn.modules.module.register_module_forward_hook(
-        lambda module, inputs, output: count() if type(module).__name__ == "DualSoftmax" else None
+        # Either module forms a cells x cells matrix: training's DualSoftmax, predict's MutualNearest.
+        lambda module, inputs, output: (
+            count() if type(module).__name__ in ("DualSoftmax", "MutualNearest") else None
+        )
     )
     try:
         state = train(

@@ -9,6 +9,7 @@ on all of them alike, and the ratios between them hold within the run.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from coarse_loftr.inference.errors import InvalidInput
@@ -65,12 +66,18 @@ def plot_frontier(figures: dict, path: Path, title: str) -> None:
 
     points = frontier_points(figures)
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for index, (name, ms, auc) in enumerate(points):
+    for name, ms, auc in points:
         ours = name.startswith("ours")
         axes.scatter([ms], [auc], s=46, marker="o" if ours else "s", color="tab:blue" if ours else "tab:gray")
-        # Labels alternate above / below, so that neighbours in time do not print over each other.
-        offset = (6, 4) if index % 2 == 0 else (6, -11)
-        axes.annotate(name, (ms, auc), textcoords="offset points", xytext=offset, fontsize=8)
+        # A label goes below its point when a point close in time sits a little above it, so
+        # the two labels do not print over each other.
+        crowded = any(
+            0 < other_auc - auc < 10 and abs(math.log(other_ms / ms)) < math.log(1.6)
+            for _, other_ms, other_auc in points
+        )
+        axes.annotate(
+            name, (ms, auc), textcoords="offset points", xytext=(6, -11) if crowded else (6, 4), fontsize=8
+        )
     axes.set_xscale("log")
     axes.set_xlabel("milliseconds per pair (matching, mean; log scale)")
     axes.set_ylabel(f"AUC@{FRONTIER_AUC_PX}px (%)")
