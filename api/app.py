@@ -38,13 +38,16 @@ def _version() -> str:
 
 
 def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
-    """(uploads matcher, live-stream matcher); one object when both resolve to one model."""
+    """(uploads matcher, live-stream matcher); one object when both resolve to one model.
+    The live one keeps `stream_references` image0s (see `Matcher`)."""
     options = {"weights": settings.weights, "backend": settings.backend, "num_threads": settings.num_threads}
-    uploads = Matcher(size=settings.size, **options)
+    cache = settings.stream_references
     live_files = resolve_weights(settings.weights, settings.live_size, role="live")
-    if live_files.onnx == uploads.files.onnx:
-        return uploads, uploads
-    return uploads, Matcher(size=settings.live_size, role="live", **options)
+    if live_files.onnx == resolve_weights(settings.weights, settings.size).onnx:
+        shared = Matcher(size=settings.size, image0_cache=cache, **options)
+        return shared, shared
+    uploads = Matcher(size=settings.size, **options)
+    return uploads, Matcher(size=settings.live_size, role="live", image0_cache=cache, **options)
 
 
 def create_app(

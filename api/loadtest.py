@@ -156,11 +156,15 @@ def bare_matcher(
     weights: str, a: Path, b: Path, frames: list[bytes], repeats: int, threads: int | None
 ) -> dict:
     """Median `Matcher.match` on the /match pair, and frames per second of match +
-    nothing else on consecutive video frames against the first (the stream's work)."""
-    from coarse_loftr.inference import Matcher
+    nothing else on consecutive video frames against the first (the stream's work), each
+    with the matcher the server builds for it (`load_matchers`: the stream's keeps its
+    reference's half of the model)."""
     from coarse_loftr.inference.io import decode_image, read_image
 
-    matcher = Matcher(weights=weights, num_threads=threads)
+    from .app import load_matchers
+    from .settings import ServiceSettings
+
+    matcher, live = load_matchers(ServiceSettings(weights=Path(weights), num_threads=threads))
     image0, image1 = read_image(a), read_image(b)
     for _ in range(3):
         matcher.match(image0, image1)
@@ -172,7 +176,7 @@ def bare_matcher(
     decoded = [decode_image(f) for f in frames]
     start = time.perf_counter()
     for i in range(repeats):
-        matcher.match(decoded[0], decoded[i % len(decoded)])
+        live.match(decoded[0], decoded[i % len(decoded)])
     fps = repeats / (time.perf_counter() - start)
     return {"match_p50_ms": round(percentile(times, 50), 2), "video_fps": round(fps, 2)}
 

@@ -47,6 +47,15 @@ class ServiceSettings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 answer, seconds")
 
     # The live stream.
+    stream_references: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description=(
+            "stream references whose half of the model is kept (about 0.6 MB each at 320x240), "
+            "so that each frame costs only its own half; 0: compute both halves for every frame"
+        ),
+    )
     ws_max_frame_bytes: int = Field(4_000_000, ge=1, description="largest binary frame, bytes")
     ws_max_side: int = Field(640, ge=32, le=4096, description="frames are shrunk to this longest side")
     overlay_quality: int = Field(80, ge=10, le=100, description="JPEG quality of overlay images")

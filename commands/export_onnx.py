@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check"
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also write the reference and frame graphs beside --out (reuse of an image0 by streams)",
+    )
+    parser.add_argument(
         "--first-level-only",
         action="store_true",
         help="leave out the refinement levels after the first (for ablations)",
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("export needs PyTorch: pip install 'coarse-loftr[train]'") from None
     from coarse_loftr.inference.checkpoint import read_checkpoint
     from coarse_loftr.inference.config import get_preset
-    from coarse_loftr.inference.export import ExportError, export_onnx
+    from coarse_loftr.inference.export import ExportError, export_onnx, export_split_onnx
     from coarse_loftr.inference.model import CoarseLoFTR
 
     if args.weights is not None:
@@ -77,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
         model.fine2_head = model.fine3_head = None
         model.config = replace(model.config, fine2_dim=0, fine3_dim=0)  # what the graph's metadata records
         print("later refinement levels left out")
+    options = {"opset": args.opset, "check_parity": not args.no_parity}
     try:
-        report = export_onnx(model, args.out, args.size, opset=args.opset, check_parity=not args.no_parity)
+        print(export_onnx(model, args.out, args.size, **options).summary())
+        if args.split:
+            print(export_split_onnx(model, args.out, args.size, **options).summary())
     except ValueError as error:
         raise CommandError(str(error)) from None
     except ExportError as error:
         raise CommandError(f"the exported graph failed a check: {error}") from None
-    print(report.summary())
     return 0

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if size not in args.sizes:
             raise CommandError(f"{option} {size[0]}x{size[1]} is not among --sizes")
     for model in release(args.checkpoint, args.out, args.sizes, default, args.name, live_size=live):
-        print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB) {model.parity}")
+        split = "" if model.split is None else f" + {model.split[0].name}, {model.split[1].name}"
+        print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB){split} {model.parity}")
     print(
         f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]}, "
         f"live {args.name}_{live[0]}x{live[1]})"

@@ -157,6 +157,22 @@ def bench_matcher(
     return _timed_row(once, pairs, repeat, label, matcher.backend.describe(), (width, height), note, gflops)
 
 
+def bench_stream_frame(
+    matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str, gflops: float | None
+) -> BenchRow:
+    """Time what a stream's frame costs: `matcher.match` of a pair whose image0 the
+    matcher already holds (it needs `image0_cache`), so only image1's half and what the
+    two share run."""
+
+    def once(pair: BenchPair) -> tuple[dict[str, float], int]:
+        matcher.match(pair.image0, pair.image1)  # image0's half is held from here on
+        result = matcher.match(pair.image0, pair.image1)
+        return result.timings_ms, len(result)
+
+    width, height = matcher.input_size
+    return _timed_row(once, pairs, repeat, label, matcher.backend.describe(), (width, height), "", gflops)
+
+
 def _timed_row(
     once: Callable[[BenchPair], tuple[dict[str, float], int]],
     pairs: list[BenchPair],
@@ -345,13 +361,14 @@ def prepare_models(
     label: str | None = None,
     note: str = "",
 ) -> ModelUnderTest:
-    """Export a checkpoint (or a random-initialised preset) at every size into `folder`
-    and write the manifest a `Matcher` reads. Needs PyTorch."""
+    """Export a checkpoint (or a random-initialised preset) at every size into `folder`,
+    with the split graphs that the stream-frame rows run, and write the manifest a
+    `Matcher` reads. Needs PyTorch."""
     import torch
 
     from .checkpoint import load_checkpoint
     from .config import get_preset
-    from .export import export_onnx
+    from .export import export_onnx, export_split_onnx
     from .model import CoarseLoFTR
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -368,6 +385,7 @@ def prepare_models(
     for width, height in sizes:
         name = f"{config.name}_{width}x{height}"
         export_onnx(model, folder / f"{name}.onnx", (width, height), check_parity=False)
+        export_split_onnx(model, folder / f"{name}.onnx", (width, height), check_parity=False)
         entries[name] = {"onnx": f"{name}.onnx", "checkpoint": stored.name, "input_size": [width, height]}
     default = next(iter(entries))
     (folder / "manifest.json").write_text(json.dumps({"default": default, "models": entries}, indent=1))
@@ -444,10 +462,24 @@ def run_benchmark(
                 matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
                 gflops = model_flops(matcher.files.onnx)
                 rows.append(bench_matcher(matcher, pairs, repeat, model.label, gflops, model.note))
+                split = matcher.files.split if matcher.backend.reuses_image0 else None
+                frame_gflops = None if split is None else model_flops(split[1])
                 if rotations:
                     label = f"{model.label} + rotation search"
-                    searched = None if gflops is None else 4 * gflops  # four turns of image1
+                    # Four turns of image1: four whole graphs, or image0's half once and
+                    # four frame graphs.
+                    searched = None if gflops is None else 4 * gflops
+                    if split is not None and frame_gflops is not None:
+                        reference_gflops = model_flops(split[0])
+                        searched = None if reference_gflops is None else reference_gflops + 4 * frame_gflops
                     rows.append(bench_matcher(matcher, pairs, repeat, label, searched, rotations=True))
+                if split is not None:
+                    streaming = Matcher(
+                        model.weights, backend=backend, size=size, num_threads=threads, image0_cache=1
+                    )
+                    label = f"{model.label}, stream frame"
+                    rows.append(bench_stream_frame(streaming, pairs, repeat, label, frame_gflops))
+                    streaming.close()
                 if drawing is None:  # the overlay's cost, on the first model's matches
                     drawing = bench_drawing(matcher, pairs, repeat)
     for kind in peers:

@@ -8,13 +8,15 @@ geometry = estimate_homography(result)
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .backends import create_backend
+from .backends import Image0Encoding, create_backend
 from .config import MatchConfig, with_overrides
 from .io import read_image
 from .matching import Matches, extract_matches
@@ -58,8 +60,16 @@ class Matcher:
     weights manifest; backend: "auto" | "onnxruntime" | "tensorrt" | "torch"; size:
     model input (width, height), picking (or exporting) the model of that size; role:
     without a size, the manifest's model for "default" use (uploads) or "live" video;
-    match: default thresholds; num_threads: CPU threads of the runtime.
+    match: default thresholds; num_threads: CPU threads of the runtime; image0_cache:
+    how many image0s to keep the half of the graph of (see below; 0 keeps none).
     Not thread-safe: serialise calls to `match` (the service uses one worker thread).
+
+    A stream matches every frame against one reference image0. Where the model comes
+    with its split graphs (`graph.split_paths`) and the runtime can run them, image0's
+    half of the graph (backbone, its refinement descriptors) is computed once per
+    distinct image0, recognised by a hash of its model input, and each frame costs only
+    image1's half and the part they share. The rotation search reuses image0 the same way
+    across its turns. The outputs are the same either way.
     """
 
     def __init__(
@@ -70,11 +80,22 @@ class Matcher:
         match: MatchConfig | None = None,
         num_threads: int | None = None,
         role: str = "default",
+        image0_cache: int = 0,
     ) -> None:
+        if image0_cache < 0:
+            raise ValueError(f"image0_cache must be >= 0, got {image0_cache}")
         self.files: ModelFiles = resolve_weights(weights, size, role)
         self.backend = create_backend(
-            backend, onnx_path=self.files.onnx, checkpoint_path=self.files.checkpoint, num_threads=num_threads
+            backend,
+            onnx_path=self.files.onnx,
+            checkpoint_path=self.files.checkpoint,
+            num_threads=num_threads,
+            split=self.files.split,
         )
+        self.image0_cache = image0_cache
+        self._image0_encodings: OrderedDict[bytes, Image0Encoding] = OrderedDict()
+        #: image0s found in / missing from the cache since the matcher was made.
+        self.image0_hits = self.image0_misses = 0
         self.info = self.backend.info
         if size is not None and tuple(self.info.input_size) != tuple(size):
             raise WeightsError(
@@ -85,6 +106,7 @@ class Matcher:
 
     def close(self) -> None:
         """Free the backend (sessions, GPU memory); `match` fails afterwards."""
+        self._image0_encodings.clear()
         self.backend.close()
 
     def __enter__(self) -> Matcher:
@@ -92,6 +114,25 @@ class Matcher:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def _encode_image0(self, input0: np.ndarray, rotations: bool) -> Image0Encoding | None:
+        """image0's half of the graph, from the cache when it holds this input; None when
+        the whole graph should run (no split graphs, or nothing would reuse it)."""
+        if not self.backend.reuses_image0 or not (self.image0_cache or rotations):
+            return None
+        if not self.image0_cache:
+            return self.backend.encode_image0(input0)
+        key = hashlib.blake2b(np.ascontiguousarray(input0).data, digest_size=16).digest()
+        encoded0 = self._image0_encodings.pop(key, None)
+        if encoded0 is None:
+            self.image0_misses += 1
+            encoded0 = self.backend.encode_image0(input0)
+        else:
+            self.image0_hits += 1
+        self._image0_encodings[key] = encoded0  # the most recent last
+        while len(self._image0_encodings) > self.image0_cache:
+            self._image0_encodings.popitem(last=False)
+        return encoded0
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -125,12 +166,19 @@ class Matcher:
         input0, box0 = letterbox(to_gray_float(image0), size)
         gray1 = to_gray_float(image1)
         steps = {"preprocess": time.perf_counter() - start, "inference": 0.0, "postprocess": 0.0}
+        clock = time.perf_counter()
+        encoded0 = self._encode_image0(input0, config.rotations)
+        steps["inference"] += time.perf_counter() - clock
         best: tuple[float, int, Matches] | None = None  # total confidence, turns, matches
         for turns in QUARTER_TURNS if config.rotations else (0,):
             clock = time.perf_counter()
             input1, box1 = letterbox(gray1, size, turns)
             preprocessed = time.perf_counter()
-            output = self.backend.run(input0, input1)
+            output = (
+                self.backend.run(input0, input1)
+                if encoded0 is None
+                else self.backend.run_encoded(encoded0, input1)
+            )
             inferred = time.perf_counter()
             matches = extract_matches(output, self.info, box0, box1, config)
             score = float(matches.confidence.sum())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CoarseLoftrError
+from .graph import split_paths
 from .paths import WEIGHTS_DIR
 
 MANIFEST = "manifest.json"
@@ -40,11 +41,20 @@ class WeightsError(CoarseLoftrError):
 @dataclass(frozen=True)
 class ModelFiles:
     """onnx: the ONNX model to run; checkpoint: its PyTorch checkpoint, when known
-    (the torch backend needs it); input_size: (width, height), when known before loading."""
+    (the torch backend needs it); input_size: (width, height), when known before loading;
+    split: its (reference, frame) graphs, when they lie beside it (`graph.split_paths`)."""
 
     onnx: Path
     checkpoint: Path | None = None
     input_size: tuple[int, int] | None = None
+    split: tuple[Path, Path] | None = None
+
+
+def _model_files(
+    onnx: Path, checkpoint: Path | None = None, input_size: tuple[int, int] | None = None
+) -> ModelFiles:
+    split = split_paths(onnx)
+    return ModelFiles(onnx, checkpoint, input_size, split if all(p.is_file() for p in split) else None)
 
 
 def shipped_weights_dir() -> Path:
@@ -146,7 +156,7 @@ def resolve_weights(
         path = Path(weights)
         if not path.is_file():
             raise WeightsError(f"ONNX model not found: {path}")
-        return ModelFiles(onnx=path)
+        return _model_files(path)
     folder = shipped_weights_dir() if weights is None else Path(weights)
     if not folder.is_dir():
         raise WeightsError(
@@ -161,7 +171,7 @@ def resolve_weights(
     for entry in candidates[:1] if size is None else candidates:
         onnx = _file(folder, entry, "onnx")
         if onnx is not None:
-            return ModelFiles(onnx, _file(folder, entry, "checkpoint"), entry["input_size"])
+            return _model_files(onnx, _file(folder, entry, "checkpoint"), entry["input_size"])
     # No ONNX file at this size: export one from a checkpoint (same size first).
     wanted = size or ordered[0][1]["input_size"]
     for _, entry in sorted(ordered, key=lambda item: item[1]["input_size"] != wanted):

@@ -33,17 +33,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def random_student_onnx(tmp_path_factory) -> Path:
-    """A random-initialised student exported to ONNX at 320x240 (what the shipped
-    default runs at); the service and the runtime tests load it with `--weights`."""
+    """A random-initialised student exported to ONNX at 320x240 (the shipped live size),
+    with its split graphs beside it as released; the service and the runtime tests load
+    it with `--weights`."""
     import torch
 
     from coarse_loftr.inference.config import get_preset
-    from coarse_loftr.inference.export import export_onnx
+    from coarse_loftr.inference.export import export_onnx, export_split_onnx
     from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "student_320x240.onnx"
-    export_onnx(CoarseLoFTR(get_preset("student")), path, (320, 240), check_parity=False)
+    model = CoarseLoFTR(get_preset("student"))
+    export_onnx(model, path, (320, 240), check_parity=False)
+    export_split_onnx(model, path, (320, 240), check_parity=False)
     return path
 
 

@@ -236,3 +236,22 @@ def test_independent_references(client, frames):
         _, overlay_two = result_of(two)
         left_one, left_two = decode(overlay_one)[:, :384], decode(overlay_two)[:, :384]
         assert cv2.absdiff(left_one, left_two).mean() > 1.0
+
+
+def test_a_streams_reference_is_encoded_once(client):
+    """The live matcher keeps each stream's reference half of the model: one miss per
+    reference, a hit for every later frame, two streams side by side included."""
+    # Another JPEG quality: references that no other test has sent (the cache knows them
+    # by content).
+    frames = [jpeg(frame, 60) for frame in clip_frames(8)]
+    live = client.app.state.service.engine.live_model
+    assert live.backend.reuses_image0 and live.image0_cache == ServiceSettings().stream_references
+    misses, hits = live.image0_misses, live.image0_hits
+    with client.websocket_connect("/ws/stream") as one, client.websocket_connect("/ws/stream") as two:
+        receive_json(one), receive_json(two)
+        for index in range(3):
+            one.send_bytes(frames[index])
+            result_of(one)
+            two.send_bytes(frames[7 - index])
+            result_of(two)
+    assert (live.image0_misses - misses, live.image0_hits - hits) == (2, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from coarse_loftr.commands import main
 from coarse_loftr.inference.benchmark import load_pairs, synthetic_pair
@@ -37,14 +38,17 @@ def test_bench_json_on_one_pair(capsys):
     assert {"source", "pairs", "repeat", "threads", "rows"} <= set(report)
     assert report["pairs"] == 1 and report["threads"] == 1
     rows = {(row["method"], row["size"]): row for row in report["rows"]}
-    # The shipped model is always timed, beside what the options add.
-    assert set(rows) == {
-        ("shipped", "320x240"),
-        ("student (random init)", "320x240"),
-        ("seed baseline", "640x480"),
+    # The shipped model is always timed, beside what the options add; each of ours also
+    # as a stream's frame, whose image0 the matcher holds (split graphs).
+    models = {("shipped", "320x240"), ("student (random init)", "320x240"), ("seed baseline", "640x480")}
+    assert set(rows) == models | {(f"{m}, stream frame", s) for m, s in models} | {
         ("ORB", "320x240"),
         ("SIFT", "320x240"),
     }
+    for method, size in models:
+        whole, frame = rows[(method, size)], rows[(f"{method}, stream frame", size)]
+        assert frame["matches"] == whole["matches"]  # the same pair, the same matches
+        assert 0 < frame["gflops"] < whole["gflops"]
     for row in rows.values():
         assert set(row["median_ms"]) == set(row["p90_ms"]) == PHASES
         assert row["samples"] == 1
@@ -65,10 +69,15 @@ def test_bench_times_the_rotation_search_beside_the_plain_model(capsys):
     args = ["bench", "--pairs", "1", "--repeat", "1", "--sizes", "320x240", "--peers", "none"]
     assert main([*args, "--backends", "onnxruntime", "--threads", "1", "--rotations", "--json"]) == 0
     rows = {row["method"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
-    assert set(rows) == {"shipped", "shipped + rotation search"}
+    assert set(rows) == {"shipped", "shipped + rotation search", "shipped, stream frame"}
     plain, searched = rows["shipped"], rows["shipped + rotation search"]
-    assert searched["gflops"] == 4 * plain["gflops"] and searched["size"] == plain["size"] == "320x240"
-    assert searched["matches"] > 0
+    frame = rows["shipped, stream frame"]
+    # image0's half once, then four turns of the frame graph; the two halves are the whole.
+    reference = searched["gflops"] - 4 * frame["gflops"]
+    assert 0 < reference < frame["gflops"] and reference + frame["gflops"] == pytest.approx(
+        plain["gflops"], rel=0.05
+    )
+    assert searched["size"] == plain["size"] == "320x240" and searched["matches"] > 0
 
 
 def test_bench_refuses_unknown_backend(capsys):

@@ -27,10 +27,17 @@ from coarse_loftr.inference.export import (
     check_index_arithmetic,
     check_ops,
     export_onnx,
+    export_split_onnx,
 )
-from coarse_loftr.inference.export.onnx_export import parity_check
+from coarse_loftr.inference.export.onnx_export import CONFIDENT, parity_check
 from coarse_loftr.inference.flops import count_flops
-from coarse_loftr.inference.graph import INPUT_NAMES, OUTPUT_NAMES, needs_fp32
+from coarse_loftr.inference.graph import (
+    IMAGE0_FEATURE_NAMES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    needs_fp32,
+    split_paths,
+)
 from coarse_loftr.inference.model import CoarseLoFTR
 from coarse_loftr.inference.paths import WEIGHTS_DIR
 from coarse_loftr.inference.preprocess import letterbox, to_gray_float
@@ -324,3 +331,46 @@ def test_export_can_leave_out_the_second_refinement_level(tmp_path):
     info = ModelInfo.from_metadata({p.key: p.value for p in graph.metadata_props})
     assert info.config["fine2_dim"] == 0
     assert "Round" not in {node.op_type for node in graph.graph.node}  # only level 2 rounds
+
+
+@pytest.mark.parametrize("preset", ["student", "coarse_loftr_trt"])
+def test_split_graphs_are_the_pair_graph_in_two(preset, tmp_path):
+    """The reference and frame graphs: static, TensorRT-10 ops, the names of the graph
+    contract, and, run in turn in ONNX Runtime on a real pair, the pair graph's outputs."""
+    torch.manual_seed(0)
+    # The shipped student has confident cells to compare; the published preset, random, none.
+    model = (
+        load_checkpoint(WEIGHTS_DIR / "student.pt")[0]
+        if preset == "student"
+        else CoarseLoFTR(get_preset(preset))
+    )
+    model = model.eval()
+    size = (320, 240)
+    path = tmp_path / f"{preset}.onnx"
+    export_onnx(model, path, size, check_parity=False)
+    report = export_split_onnx(model, path, size)
+    assert report.parity is not None and report.parity.ok and report.parity.conf_matrix_max_diff is None
+    assert (report.reference, report.frame) == split_paths(path)
+    reference, frame = (onnx.load(str(p)) for p in split_paths(path))
+    levels = len(model.refinement_heads())
+    names = list(IMAGE0_FEATURE_NAMES[: 1 + levels])
+    assert [arg.name for arg in reference.graph.input] == ["image0"]
+    assert [arg.name for arg in reference.graph.output] == names
+    assert [arg.name for arg in frame.graph.input] == ["image1", *names]
+    assert [arg.name for arg in frame.graph.output] == list(OUTPUT_NAMES)
+    for graph in (reference, frame):
+        ops = {node.op_type for node in graph.graph.node}
+        assert ops <= tensorrt10_ops(), sorted(ops - tensorrt10_ops())
+    image0, image1 = (
+        letterbox(to_gray_float(cv2.imread(str(PAIRS / f"0001_{side}.jpg"))), size)[0] for side in "ab"
+    )
+    whole = ort.InferenceSession(str(path)).run(list(OUTPUT_NAMES), {"image0": image0, "image1": image1})
+    features = ort.InferenceSession(str(report.reference)).run(names, {"image0": image0})
+    halves = ort.InferenceSession(str(report.frame)).run(
+        list(OUTPUT_NAMES), {"image1": image1, **dict(zip(names, features))}
+    )
+    confident = whole[0] > (CONFIDENT if preset == "student" else 0)
+    assert confident.sum() > 50
+    np.testing.assert_allclose(halves[0], whole[0], atol=1e-5)
+    np.testing.assert_array_equal(halves[1][confident], whole[1][confident])
+    np.testing.assert_allclose(halves[2][confident], whole[2][confident], atol=1e-3)

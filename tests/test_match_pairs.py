@@ -169,3 +169,17 @@ def test_match_pairs_writes_h5_failures_resume_and_colmap(tmp_path):
             assert keypoints0.min() >= 0 and keypoints0[:, 0].max() <= 640
     finally:
         db.close()
+
+
+def test_pairs_with_the_same_first_image_reuse_its_half_of_the_model(tmp_path):
+    """An exhaustive list (each image first in a run of pairs) through one local matcher:
+    the shipped default model's reference half runs once per first image."""
+    from coarse_loftr.inference.batch.runner import LocalPool, MatchSettings, read_job
+
+    folder = image_folder(tmp_path)
+    names = ["0001_a.jpg", "0001_b.jpg", "0002_a.jpg", "0002_b.jpg"]
+    pairs = [Pair(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    pool = LocalPool(MatchSettings(num_threads=1, ransac="homography"))
+    outcomes = list(pool.imap(read_job(folder, pair) for pair in pairs))
+    assert all(outcome.error is None for outcome in outcomes)
+    assert (pool.matcher.image0_misses, pool.matcher.image0_hits) == (3, 3)

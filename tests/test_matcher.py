@@ -290,3 +290,69 @@ def test_cli_errors(random_student_onnx, pair, tmp_path):
     assert_clean_error(cli(*pair, *weights, "--warp", tmp_path / "w.png"), "no homography")
     done = cli(*pair, *weights, "--size", "big")
     assert done.returncode == 2 and "size must look like 640x480" in done.stderr
+
+
+def _same_matches(first: MatchResult, second: MatchResult) -> None:
+    assert len(first) == len(second) > 0 and first.rotation1 == second.rotation1
+    np.testing.assert_array_equal(first.keypoints0, second.keypoints0)
+    np.testing.assert_allclose(first.keypoints1, second.keypoints1, atol=1e-4)
+    np.testing.assert_allclose(first.confidence, second.confidence, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pair_graph_only(random_student_onnx, tmp_path_factory) -> Matcher:
+    """The same model without its split graphs beside it: the whole graph every time."""
+    bare = tmp_path_factory.mktemp("bare") / random_student_onnx.name
+    bare.write_bytes(random_student_onnx.read_bytes())
+    return Matcher(bare, backend="onnxruntime", num_threads=1)
+
+
+def test_reused_image0s_give_the_whole_graphs_matches(random_student_onnx, pair_graph_only):
+    """A stream's order of references and frames, through a cache of one and of two
+    (random weights: every mutual match counts):
+    the cache hits only an image0 it holds, evicts the oldest, and every answer is the
+    one the whole graph gives."""
+    images = [read_image(PAIRS / name) for name in ("0001_a.jpg", "0001_b.jpg", "0002_a.jpg")]
+    calls = [(0, 1), (0, 2), (2, 1), (0, 1), (0, 1)]
+    assert pair_graph_only.files.split is None and not pair_graph_only.backend.reuses_image0
+    expected = [pair_graph_only.match(images[a], images[b], threshold=1e-6) for a, b in calls]
+    for size, misses in ((1, 3), (2, 2)):
+        matcher = Matcher(random_student_onnx, backend="onnxruntime", num_threads=1, image0_cache=size)
+        assert matcher.backend.reuses_image0
+        for (a, b), want in zip(calls, expected):
+            _same_matches(matcher.match(images[a], images[b], threshold=1e-6), want)
+        assert (matcher.image0_misses, matcher.image0_hits) == (misses, len(calls) - misses)
+        assert len(matcher._image0_encodings) == size
+
+
+def test_the_rotation_search_reuses_image0_across_its_turns(random_student_onnx, pair_graph_only, pair):
+    image0 = read_image(pair[0])
+    image1 = cv2.rotate(read_image(pair[1]), cv2.ROTATE_90_CLOCKWISE)
+    split = Matcher(random_student_onnx, backend="onnxruntime", num_threads=1)
+    _same_matches(
+        split.match(image0, image1, rotations=True, threshold=1e-6),
+        pair_graph_only.match(image0, image1, rotations=True, threshold=1e-6),
+    )
+    assert split.image0_misses == split.image0_hits == 0  # no cache: within the call only
+
+
+def test_split_graphs_that_do_not_fit_are_refused(random_student_onnx, tmp_path):
+    import torch
+
+    from coarse_loftr.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from coarse_loftr.inference.config import get_preset
+    from coarse_loftr.inference.export import export_split_onnx
+    from coarse_loftr.inference.graph import split_paths
+    from coarse_loftr.inference.model import CoarseLoFTR
+
+    reference, frame = split_paths(random_student_onnx)
+    with pytest.raises(ValueError, match="not a reference graph and its frame graph"):
+        OnnxRuntimeBackend(random_student_onnx, split=(frame, reference))
+    torch.manual_seed(0)
+    smaller = export_split_onnx(
+        CoarseLoFTR(get_preset("student")), tmp_path / "s.onnx", (160, 120), check_parity=False
+    )
+    with pytest.raises(ValueError, match="not split from the model"):
+        OnnxRuntimeBackend(random_student_onnx, split=(smaller.reference, smaller.frame))
+    with pytest.raises(ValueError, match="image0_cache"):
+        Matcher(random_student_onnx, image0_cache=-1)

@@ -36,7 +36,7 @@ def test_first_level_is_a_soft_argmax_over_the_window_around_the_matched_cell(st
     rows, cols = GRID
     fine0, fine1 = torch.randn(2, 1, head.proj[-1].out_channels, rows * 2, cols * 2)
     index1 = torch.randint(0, rows * cols, (1, rows * cols))
-    offset, _ = head(fine0, fine1, index1, GRID)
+    offset, _ = head(head.cell_descriptors(fine0), fine1, index1, GRID)
     padded = F.pad(fine1[0], (2, 2, 2, 2))
     channels = fine0.shape[1]
     for i in (0, 13, rows * cols - 1):
@@ -71,7 +71,7 @@ def test_later_levels_search_around_the_nearest_pixel_of_their_stride(student, l
     channels = head.proj[-1].out_channels
     feat0, feat1 = torch.randn(2, 1, channels, height, width)
     points1 = torch.rand(1, rows * cols, 2) * torch.tensor([cols * 8 - 1.0, rows * 8 - 1.0])
-    refined, centre, _ = head(feat0, feat1, points1)
+    refined, centre, _ = head(head.cell_descriptors(feat0), feat1, points1)
     low = per_cell // 2 - 1  # first of the two pixels around a cell centre
     for i in cells:
         iy, ix = divmod(i, cols)
@@ -96,10 +96,11 @@ def test_predict_chains_the_three_levels(student):
     with torch.no_grad():
         _, index, offset = student.predict(image0, image1)
         out = student(image0, image1)
-        first, _ = student.fine_head(out.fine0, out.fine1, index, out.grid_hw)
+        heads = student.fine_head, student.fine2_head, student.fine3_head
+        first, _ = heads[0](heads[0].cell_descriptors(out.fine0), out.fine1, index, out.grid_hw)
         centres = student.cell_centres(out.grid_hw, image0.device)[index]
-        second, _, _ = student.fine2_head(out.fine2_0, out.fine2_1, centres + first)
-        third, _, _ = student.fine3_head(out.fine3_0, out.fine3_1, second)
+        second, _, _ = heads[1](heads[1].cell_descriptors(out.fine2_0), out.fine2_1, centres + first)
+        third, _, _ = heads[2](heads[2].cell_descriptors(out.fine3_0), out.fine3_1, second)
     torch.testing.assert_close(offset, third - centres)
     assert not torch.allclose(third, second)  # the third level moved the points
 
@@ -131,3 +132,23 @@ def test_predict_returns_mutual_nearest_neighbours_only(student):
         j = int(index[0, i])
         mutual = int(conf[:, j].argmax()) == i
         assert (conf_max[0, i] > 0) == mutual
+
+
+@pytest.mark.parametrize("preset", ["student", "teacher", "coarse_loftr_trt"])
+def test_a_reference_described_once_gives_predicts_outputs(preset):
+    """The stream's split (image0's half once, then each frame) is `predict` itself, for
+    three, one and no refinement levels; another image0 gives other outputs."""
+    torch.manual_seed(4)
+    model = CoarseLoFTR(get_preset(preset)).eval()
+    stride = model.config.coarse_stride
+    image0, image1, other = torch.rand(3, 1, 1, 6 * stride, 8 * stride)
+    with torch.no_grad():
+        reference = model.describe_image0(image0)
+        assert len(reference.descriptors0) == len(model.refinement_heads())
+        assert reference.tokens0.shape == (1, 48, model.config.d_model)
+        # A batch of one image convolves in another order than the pair's batch of two:
+        # float rounding, which the 16-pixel cells of the expectation scale up.
+        for expected, split in zip(model.predict(image0, image1), model.predict_from(reference, image1)):
+            torch.testing.assert_close(split, expected, rtol=1e-4, atol=1e-4)
+        changed = model.predict_from(model.describe_image0(other), image1)
+    assert not torch.allclose(changed[0], model.predict(image0, image1)[0])

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from fixture_data import PAIRS
 
+from coarse_loftr.inference.graph import split_paths
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,7 +59,7 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
         training_checkpoint,
         out,
         "--sizes",
-        "320x240,160x120",
+        "320x240,160x120,224x168",
         "--default",
         "320x240",
         "--live",
@@ -66,9 +68,12 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "-> OK" in result.stdout  # the export's parity line
+    # The two roles' models come with their split graphs; a size without a role, without.
+    for stem, split in (("student_320x240", True), ("student_160x120", True), ("student_224x168", False)):
+        assert all(path.is_file() == split for path in split_paths(out / f"{stem}.onnx")), stem
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["default"] == "student_320x240" and manifest["live"] == "student_160x120"
-    assert set(manifest["models"]) == {"student_320x240", "student_160x120"}
+    assert set(manifest["models"]) == {"student_320x240", "student_160x120", "student_224x168"}
     assert manifest["models"]["student_160x120"]["description"] == "live video; 20x15 coarse grid"
     import torch
 
@@ -81,7 +86,7 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
 
     image = read_image(PAIRS / "0001_a.jpg")  # 640x480
     for size, matcher in (
-        ((160, 120), Matcher(weights=out, role="live")),
+        ((160, 120), Matcher(weights=out, role="live", image0_cache=1)),
         ((320, 240), Matcher(weights=out)),
     ):
         assert matcher.input_size == size

@@ -38,6 +38,25 @@ def test_the_live_model_is_the_live_video_size(matcher):
     assert width * height <= matcher.input_size[0] * matcher.input_size[1]
 
 
+@pytest.mark.parametrize("role", ["default", "live"])
+def test_both_roles_ship_split_graphs_that_give_the_whole_graphs_matches(role):
+    """A stream against one reference (the split graphs, image0's half kept) finds what
+    the whole graph finds, frame after frame, on real pairs."""
+    files = resolve_weights(None, None, role)
+    assert files.split is not None, f"the {role} model ships no split graphs"
+    whole = Matcher(files.onnx, num_threads=1)  # no cache, no rotations: the whole graph
+    stream = Matcher(role=role, num_threads=1, image0_cache=1)
+    assert stream.backend.reuses_image0
+    pairs = load_manifest(MANIFEST)[:2]
+    reference = pairs[0].load()[0]
+    frames = [image for pair in pairs for image in pair.load()]
+    for frame in frames:
+        expected, got = whole.match(reference, frame, refine=True), stream.match(reference, frame)
+        assert len(got) == len(expected) > 50
+        np.testing.assert_allclose(got.keypoints1, expected.keypoints1, atol=1e-3)
+    assert (stream.image0_misses, stream.image0_hits) == (1, len(frames) - 1)
+
+
 @pytest.mark.parametrize(
     ("manifest", "difficulties"),
     [

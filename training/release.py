@@ -11,17 +11,21 @@ from pathlib import Path
 import torch
 
 from coarse_loftr.inference.checkpoint import load_checkpoint
-from coarse_loftr.inference.export import export_onnx
+from coarse_loftr.inference.export import export_onnx, export_split_onnx
 
 MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
 class ReleasedModel:
+    """key: manifest entry; onnx: the pair graph; split: its (reference, frame) graphs,
+    for the sizes with a role; parity: the export's parity lines."""
+
     key: str
     onnx: Path
     input_size: tuple[int, int]
     parity: str
+    split: tuple[Path, Path] | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -46,7 +50,9 @@ def release(
     """Write out_dir/{name}.pt, {name}_{W}x{H}.onnx per size, and merge the entries into
     out_dir/manifest.json (other models already listed there stay). The manifest's
     `default` and `live` roles (see `inference.weights`) name the entries of
-    `default_size` and `live_size` (None: the default's)."""
+    `default_size` and `live_size` (None: the default's). The models of the two roles
+    also get their split graphs (`export_split_onnx`), which the stream and the rotation
+    search run."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model, config = load_checkpoint(checkpoint)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -64,6 +70,11 @@ def release(
         onnx_path = out_dir / f"{key}.onnx"
         report = export_onnx(model, onnx_path, size)
         parity = report.summary().splitlines()[-1]
+        split = None
+        if roles:
+            split_report = export_split_onnx(model, onnx_path, size)
+            split = (split_report.reference, split_report.frame)
+            parity += "; split " + split_report.summary().splitlines()[-1]
         manifest["models"][key] = {
             "onnx": onnx_path.name,
             "checkpoint": slim.name,
@@ -71,7 +82,7 @@ def release(
             "description": describe(size, config.coarse_stride, roles),
             "sha256": _sha256(onnx_path),
         }
-        released.append(ReleasedModel(key, onnx_path, size, parity))
+        released.append(ReleasedModel(key, onnx_path, size, parity, split))
     for role, size in (("default", default_size), ("live", live_size)):
         manifest[role] = f"{name}_{size[0]}x{size[1]}"
         if manifest[role] not in manifest["models"]:

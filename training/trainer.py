@@ -171,7 +171,8 @@ def refinement_losses(
     terms: dict[str, torch.Tensor] = {}
     if model.fine_head is None or fine0 is None or fine1 is None:
         return terms
-    offset, _ = model.fine_head(fine0, fine1, batch["match_index1"], grid_hw)
+    head = model.fine_head
+    offset, _ = head(head.cell_descriptors(fine0), fine1, batch["match_index1"], grid_hw)
     stride = model.fine_head.fine_stride
     terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"], stride)
     centres = model.cell_centres(grid_hw, offset.device)[batch["match_index1"]]
@@ -199,7 +200,7 @@ def local_level_loss(
     previous level's positions in input pixels around the true cells, whose centres are
     `centres` (B, N0, 2). Rows whose true position falls outside the level's window carry
     no signal. Returns (loss, this level's positions)."""
-    refined, window_centre, _ = head(feat0, feat1, estimate)
+    refined, window_centre, _ = head(head.cell_descriptors(feat0), feat1, estimate)
     truth = centres + batch["offset1"]
     truth_px = (truth + 0.5) / head.stride - 0.5
     inside = ((truth_px - window_centre).abs() <= head.window // 2).all(dim=-1)

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from .base import Backend, BackendOutput, BackendUnavailable, ModelInfo
+from .base import Backend, BackendOutput, BackendUnavailable, Image0Encoding, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,7 @@ __all__ = [
     "Backend",
     "BackendOutput",
     "BackendUnavailable",
+    "Image0Encoding",
     "ModelInfo",
     "available_backends",
     "create_backend",
@@ -46,13 +47,16 @@ def create_backend(
     checkpoint_path: str | Path | None = None,
     num_threads: int | None = None,
     input_size: tuple[int, int] | None = None,
+    split: tuple[Path, Path] | None = None,
 ) -> Backend:
     """Load a model on a runtime.
 
     kind: "auto" (TensorRT when it can run here, else ONNX Runtime; the reason is
     logged), "onnxruntime", "tensorrt" or "torch". onnx_path: the exported model;
     checkpoint_path: its PyTorch checkpoint (torch only); num_threads: CPU threads;
-    input_size: (width, height) for torch when no ONNX file gives it.
+    input_size: (width, height) for torch when no ONNX file gives it; split: the model's
+    (reference, frame) graphs, which let ONNX Runtime reuse an image0 (torch needs none;
+    TensorRT runs the whole graph for every pair).
     Raises BackendUnavailable when the requested runtime cannot run here.
     """
     if kind not in KINDS:
@@ -77,7 +81,7 @@ def create_backend(
         log.info("backend auto: using onnxruntime, TensorRT cannot run here: %s", reason)
     from .onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(onnx_path, num_threads=num_threads)
+    return OnnxRuntimeBackend(onnx_path, num_threads=num_threads, split=split)
 
 
 def _torch_backend(onnx_path, checkpoint_path, num_threads, input_size) -> Backend:

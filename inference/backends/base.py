@@ -82,6 +82,11 @@ class ModelInfo:
             raise ValueError(f"model metadata is incomplete or invalid: {error}") from None
 
 
+#: image0's half of the matching (see `inference.graph`): (1, N0, C) float32 arrays by
+#: the names in `IMAGE0_FEATURE_NAMES`, opaque to everything but the backend that made it.
+Image0Encoding = dict[str, np.ndarray]
+
+
 class Backend(ABC):
     """A loaded model on one runtime. Not thread-safe unless a subclass says so:
     callers serialise `run` (the service runs it on one worker thread)."""
@@ -96,6 +101,18 @@ class Backend(ABC):
     def run(self, image0: np.ndarray, image1: np.ndarray) -> BackendOutput:
         """image0, image1: (1, 1, H, W) float32 grayscale in [0, 1], H x W = the model
         input size (`info.input_size` is (W, H))."""
+
+    #: Whether `encode_image0` and `run_encoded` work: the runtime has the split graphs.
+    reuses_image0: bool = False
+
+    def encode_image0(self, image0: np.ndarray) -> Image0Encoding:
+        """image0 (1, 1, H, W) float32 -> its half of the matching, for `run_encoded`."""
+        raise BackendUnavailable(f"the {self.name} backend has no split graphs to reuse image0 with")
+
+    def run_encoded(self, image0: Image0Encoding, image1: np.ndarray) -> BackendOutput:
+        """`run` with image0's half from `encode_image0`: the same output, at the cost of
+        image1's half and what the two share."""
+        raise BackendUnavailable(f"the {self.name} backend has no split graphs to reuse image0 with")
 
     def describe(self) -> str:
         """One line for logs and /info, e.g. 'onnxruntime (CPUExecutionProvider, 2 threads)'."""

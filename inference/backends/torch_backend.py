@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._inputs import check_pair
-from .base import Backend, BackendOutput, BackendUnavailable, ModelInfo
+from ..graph import IMAGE0_FEATURE_NAMES, INPUT_NAMES
+from ._inputs import check_image, check_pair
+from .base import Backend, BackendOutput, BackendUnavailable, Image0Encoding, ModelInfo
 
 
 class TorchBackend(Backend):
@@ -19,6 +20,7 @@ class TorchBackend(Backend):
     """
 
     name = "torch"
+    reuses_image0 = True
 
     def __init__(
         self,
@@ -66,10 +68,36 @@ class TorchBackend(Backend):
             conf_max, match_index, offset1 = self.model.predict(
                 torch.from_numpy(image0).to(self.device), torch.from_numpy(image1).to(self.device)
             )
-        return BackendOutput(
-            conf_max[0].cpu().numpy(), match_index[0].cpu().numpy().astype(np.int64), offset1[0].cpu().numpy()
+        return _output(conf_max, match_index, offset1)
+
+    def encode_image0(self, image0: np.ndarray) -> Image0Encoding:
+        image0 = check_image(self.info, INPUT_NAMES[0], image0)
+        with self._torch.inference_mode():
+            features = self.model.describe_image0(self._torch.from_numpy(image0).to(self.device))
+        arrays = (features.tokens0, *features.descriptors0)
+        return {name: array.cpu().numpy() for name, array in zip(IMAGE0_FEATURE_NAMES, arrays)}
+
+    def run_encoded(self, image0: Image0Encoding, image1: np.ndarray) -> BackendOutput:
+        from ..model import Image0Features
+
+        image1 = check_image(self.info, INPUT_NAMES[1], image1)
+        torch = self._torch
+        tokens0, *descriptors0 = (
+            torch.from_numpy(image0[name]).to(self.device) for name in IMAGE0_FEATURE_NAMES if name in image0
         )
+        with torch.inference_mode():
+            outputs = self.model.predict_from(
+                Image0Features(tokens0, tuple(descriptors0)), torch.from_numpy(image1).to(self.device)
+            )
+        return _output(*outputs)
 
     def describe(self) -> str:
         threads = f", {self.num_threads} threads" if self.num_threads else ""
         return f"torch ({self.device.type}{threads})"
+
+
+def _output(conf_max, match_index, offset1) -> BackendOutput:
+    """(1, N0, ...) torch outputs of `predict` -> a `BackendOutput` of numpy arrays."""
+    return BackendOutput(
+        conf_max[0].cpu().numpy(), match_index[0].cpu().numpy().astype(np.int64), offset1[0].cpu().numpy()
+    )

@@ -33,8 +33,10 @@ class PairJob:
 @dataclass(frozen=True)
 class MatchSettings:
     """What every worker needs to build its matcher and fit geometries: `Matcher`'s
-    weights, backend, size and threads; the match options; the RANSAC model and its
-    inlier threshold (pixels of image1, None: `RegistrationConfig`'s)."""
+    weights, backend, size, threads and image0 cache (pairs with the same first image one
+    after another, as exhaustive and sequential lists have them, reuse its half of the
+    model); the match options; the RANSAC model and its inlier threshold (pixels of
+    image1, None: `RegistrationConfig`'s)."""
 
     weights: Path | None = None
     backend: str = "auto"
@@ -43,9 +45,16 @@ class MatchSettings:
     options: dict[str, Any] = field(default_factory=dict)  # threshold, max_matches, refine
     ransac: str = "fundamental"
     ransac_threshold: float | None = None
+    image0_cache: int = 2
 
     def matcher(self) -> Matcher:
-        return Matcher(self.weights, backend=self.backend, size=self.size, num_threads=self.num_threads)
+        return Matcher(
+            self.weights,
+            backend=self.backend,
+            size=self.size,
+            num_threads=self.num_threads,
+            image0_cache=self.image0_cache,
+        )
 
 
 def read_job(image_dir: Path, pair: Pair) -> PairJob:

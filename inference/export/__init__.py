@@ -6,9 +6,11 @@ from .onnx_export import (
     ExportError,
     ExportReport,
     ParityReport,
+    SplitExportReport,
     check_index_arithmetic,
     check_ops,
     export_onnx,
+    export_split_onnx,
 )
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "ParityReport",
+    "SplitExportReport",
     "check_index_arithmetic",
     "check_ops",
     "export_onnx",
+    "export_split_onnx",
 ]

@@ -21,8 +21,8 @@ from torch import nn
 from ..backends.base import ModelInfo
 from ..errors import CoarseLoftrError
 from ..flops import count_flops
-from ..graph import DEFAULT_OPSET, INPUT_NAMES, OUTPUT_NAMES
-from ..model import CoarseLoFTR, PredictGraph
+from ..graph import DEFAULT_OPSET, IMAGE0_FEATURE_NAMES, INPUT_NAMES, OUTPUT_NAMES, split_paths
+from ..model import CoarseLoFTR, FrameGraph, PredictGraph, ReferenceGraph
 
 #: Ops this graph uses that TensorRT 10's ONNX parser supports (onnx-tensorrt
 #: docs/operators.md for 10.x). Anything else fails the export, so a graph change that
@@ -119,21 +119,23 @@ class ParityReport:
     conf_matrix_max_diff: max |difference| of the dual-softmax matrix; conf_max_max_diff:
     of the deployed per-cell confidence; confident_cells: cells with conf_max > CONFIDENT
     in PyTorch; index_agreement: fraction of those with the same match_index;
-    offset_max_diff: max |difference| of offset1 (pixels) over those cells.
+    offset_max_diff: max |difference| of offset1 (pixels) over those cells; graphs: what
+    ran in ONNX Runtime. The split graphs have no confidence matrix to compare (None).
     """
 
-    conf_matrix_max_diff: float
+    conf_matrix_max_diff: float | None
     conf_max_max_diff: float
     confident_cells: int
     index_agreement: float
     offset_max_diff: float
     torch_finite: bool = True
+    graphs: str = "onnxruntime"
 
     @property
     def ok(self) -> bool:
         return (
             self.torch_finite
-            and self.conf_matrix_max_diff < PARITY_TOLERANCE
+            and (self.conf_matrix_max_diff is None or self.conf_matrix_max_diff < PARITY_TOLERANCE)
             and self.conf_max_max_diff < PARITY_TOLERANCE
             and self.index_agreement == 1.0
             and self.offset_max_diff < 1e-2
@@ -145,8 +147,13 @@ class ParityReport:
                 "parity: FAILED, PyTorch itself outputs NaN/inf "
                 "(broken weights, e.g. negative BatchNorm variances)"
             )
+        matrix = (
+            ""
+            if self.conf_matrix_max_diff is None
+            else f"conf_matrix max|diff| {self.conf_matrix_max_diff:.2e}, "
+        )
         return (
-            f"parity (onnxruntime vs torch): conf_matrix max|diff| {self.conf_matrix_max_diff:.2e}, "
+            f"parity ({self.graphs} vs torch): {matrix}"
             f"conf_max max|diff| {self.conf_max_max_diff:.2e}, match_index equal on "
             f"{self.index_agreement:.1%} of {self.confident_cells} cells with conf > {CONFIDENT}, "
             f"offset1 max|diff| {self.offset_max_diff:.2e} px -> {'OK' if self.ok else 'FAILED'}"
@@ -212,35 +219,18 @@ def export_onnx(
     when a check fails (the file is still written, for inspection).
     """
     path = Path(path)
-    width, height = _validate_size(model, input_size)
     model = model.eval()
-    info = ModelInfo(
-        input_size=(width, height),
-        coarse_stride=model.config.coarse_stride,
-        name=model.config.name,
-        config=model.config.to_dict(),
-    )
-    generator = torch.Generator().manual_seed(seed)
-    images = tuple(torch.rand(1, 1, height, width, generator=generator) for _ in INPUT_NAMES)
-
+    info = _model_info(model, input_size)
+    images = _random_pair(info, seed)
     start = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _trace_to_onnx(PredictGraph(model), images, path, list(OUTPUT_NAMES), opset)
-    graph = onnx.load(str(path))
-    for key, value in info.to_metadata().items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(graph, str(path))
+    graph = _write_graph(PredictGraph(model), images, path, INPUT_NAMES, OUTPUT_NAMES, opset, info)
     export_seconds = time.perf_counter() - start
-
-    onnx.checker.check_model(str(path))
-    ops = check_ops(graph)
     check_index_arithmetic(graph)
     report = ExportReport(
         path=path,
         info=info,
         opset=opset,
-        ops=ops,
+        ops=check_ops(graph),
         file_bytes=path.stat().st_size,
         parameters=sum(p.numel() for p in model.parameters()),
         gflops=count_flops(graph).gflops,
@@ -251,6 +241,110 @@ def export_onnx(
         if not report.parity.ok:
             raise ExportError(report.parity.line())
     return report
+
+
+@dataclass
+class SplitExportReport:
+    """The two graphs of `export_split_onnx`: paths, op counts and GFLOP of each, parity."""
+
+    reference: Path
+    frame: Path
+    ops: dict[str, int]
+    reference_gflops: float
+    frame_gflops: float
+    parity: ParityReport | None = None
+
+    def summary(self) -> str:
+        lines = [
+            f"wrote {self.reference} ({self.reference.stat().st_size / 1e6:.2f} MB, "
+            f"{self.reference_gflops:.2f} GFLOP, once per reference) and {self.frame} "
+            f"({self.frame.stat().st_size / 1e6:.2f} MB, {self.frame_gflops:.2f} GFLOP per frame)",
+            f"ops of both ({sum(self.ops.values())} nodes, all in the TensorRT 10 allow-list)",
+        ]
+        if self.parity is not None:
+            lines.append(self.parity.line())
+        return "\n".join(lines)
+
+
+def export_split_onnx(
+    model: CoarseLoFTR,
+    path: str | Path,
+    input_size: tuple[int, int] = (640, 480),
+    opset: int = DEFAULT_OPSET,
+    check_parity: bool = True,
+    seed: int = 0,
+) -> SplitExportReport:
+    """Write `model.predict` split in two at `split_paths(path)` (see `inference.graph`):
+    the reference graph, image0 (1, 1, H, W) -> `IMAGE0_FEATURE_NAMES`, and the frame
+    graph, image1 and those -> conf_max, match_index, offset1. Same checks as
+    `export_onnx`; the parity check runs the two graphs in turn against `predict`."""
+    model = model.eval()
+    info = _model_info(model, input_size)
+    images = _random_pair(info, seed)
+    reference_path, frame_path = split_paths(path)
+    with torch.no_grad():
+        features = model.describe_image0(images[0])
+    feature_names = IMAGE0_FEATURE_NAMES[: 1 + len(features.descriptors0)]
+    reference = _write_graph(
+        ReferenceGraph(model), images[:1], reference_path, INPUT_NAMES[:1], feature_names, opset, info
+    )
+    frame = _write_graph(
+        FrameGraph(model),
+        (images[1], features.tokens0, *features.descriptors0),
+        frame_path,
+        (INPUT_NAMES[1], *feature_names),
+        OUTPUT_NAMES,
+        opset,
+        info,
+    )
+    check_index_arithmetic(frame)
+    ops = Counter(check_ops(reference)) + Counter(check_ops(frame))
+    report = SplitExportReport(
+        reference_path, frame_path, dict(ops), count_flops(reference).gflops, count_flops(frame).gflops
+    )
+    if check_parity:
+        report.parity = split_parity_check(model, reference_path, frame_path, images)
+        if not report.parity.ok:
+            raise ExportError(report.parity.line())
+    return report
+
+
+def _model_info(model: CoarseLoFTR, input_size: tuple[int, int]) -> ModelInfo:
+    return ModelInfo(
+        input_size=_validate_size(model, input_size),
+        coarse_stride=model.config.coarse_stride,
+        name=model.config.name,
+        config=model.config.to_dict(),
+    )
+
+
+def _random_pair(info: ModelInfo, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width, height = info.input_size
+    generator = torch.Generator().manual_seed(seed)
+    image0, image1 = (torch.rand(1, 1, height, width, generator=generator) for _ in INPUT_NAMES)
+    return image0, image1
+
+
+def _write_graph(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    opset: int,
+    info: ModelInfo,
+) -> onnx.ModelProto:
+    """Trace `module` to `path` with `info` as metadata, check it with the ONNX checker
+    and return it (op and index checks are the caller's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _trace_to_onnx(module, inputs, path, list(output_names), opset, input_names)
+    graph = onnx.load(str(path))
+    for key, value in info.to_metadata().items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(path))
+    onnx.checker.check_model(str(path))
+    return graph
 
 
 def _validate_size(model: CoarseLoFTR, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -270,7 +364,12 @@ def _validate_size(model: CoarseLoFTR, input_size: tuple[int, int]) -> tuple[int
 
 
 def _trace_to_onnx(
-    module: nn.Module, images: tuple[torch.Tensor, ...], path: Path, output_names: list[str], opset: int
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    output_names: list[str],
+    opset: int,
+    input_names: tuple[str, ...] = INPUT_NAMES,
 ) -> None:
     # The TorchScript exporter: static shapes, and the graph it writes is the one the
     # op allow-list was checked against. The torch.export-based one (dynamo=True) is
@@ -282,9 +381,9 @@ def _trace_to_onnx(
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            images,
+            inputs,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=list(input_names),
             output_names=output_names,
             opset_version=opset,
             do_constant_folding=True,
@@ -354,32 +453,58 @@ def parity_check(
 ) -> ParityReport:
     """Run the exported graph and a temporary conf_matrix graph in ONNX Runtime (CPU)
     and compare with PyTorch on the same input."""
-    import onnxruntime as ort
-
     feeds = {name: image.numpy() for name, image in zip(INPUT_NAMES, images)}
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     with torch.no_grad():
         conf_t = model(*images).conf_matrix.numpy()
-        conf_max_t, index_t, offset_t = (t.numpy() for t in model.predict(*images))
-
     with tempfile.TemporaryDirectory() as tmp:
         conf_path = Path(tmp) / "conf_matrix.onnx"
         _trace_to_onnx(_ConfidenceGraph(model), images, conf_path, ["conf_matrix"], opset)
-        session = ort.InferenceSession(str(conf_path), options, providers=["CPUExecutionProvider"])
-        (conf_o,) = session.run(None, feeds)
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    conf_max_o, index_o, offset_o = session.run(list(OUTPUT_NAMES), feeds)
+        (conf_o,) = _session(conf_path).run(None, feeds)
+    outputs = _session(onnx_path).run(list(OUTPUT_NAMES), feeds)
+    report = _compare_cells(model, images, outputs, "onnxruntime")
+    report.conf_matrix_max_diff = float(np.abs(conf_o - conf_t).max())
+    report.torch_finite = report.torch_finite and bool(np.isfinite(conf_t).all())
+    return report
 
+
+def split_parity_check(
+    model: CoarseLoFTR, reference_path: Path, frame_path: Path, images: tuple[torch.Tensor, ...]
+) -> ParityReport:
+    """Run the reference graph on image0, then the frame graph on image1 and its outputs,
+    in ONNX Runtime (CPU), and compare with `predict` in PyTorch on the same pair."""
+    reference = _session(reference_path)
+    names = [arg.name for arg in reference.get_outputs()]
+    features = reference.run(names, {INPUT_NAMES[0]: images[0].numpy()})
+    feeds = {INPUT_NAMES[1]: images[1].numpy(), **dict(zip(names, features))}
+    outputs = _session(frame_path).run(list(OUTPUT_NAMES), feeds)
+    return _compare_cells(model, images, outputs, "onnxruntime reference + frame graphs")
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _compare_cells(
+    model: CoarseLoFTR, images: tuple[torch.Tensor, ...], outputs: list[np.ndarray], graphs: str
+) -> ParityReport:
+    """The per-cell outputs of a graph run against `predict` in PyTorch on the same pair."""
+    with torch.no_grad():
+        conf_max_t, index_t, offset_t = (t.numpy() for t in model.predict(*images))
+    conf_max_o, index_o, offset_o = outputs
     confident = conf_max_t > CONFIDENT
     count = int(confident.sum())
     agreement = float((index_o[confident] == index_t[confident]).mean()) if count else 1.0
     offset_diff = float(np.abs(offset_o[confident] - offset_t[confident]).max()) if count else 0.0
     return ParityReport(
-        conf_matrix_max_diff=float(np.abs(conf_o - conf_t).max()),
+        conf_matrix_max_diff=None,
         conf_max_max_diff=float(np.abs(conf_max_o - conf_max_t).max()),
         confident_cells=count,
         index_agreement=agreement,
         offset_max_diff=offset_diff,
-        torch_finite=bool(np.isfinite(conf_t).all() and np.isfinite(offset_t).all()),
+        torch_finite=bool(np.isfinite(conf_max_t).all() and np.isfinite(offset_t).all()),
+        graphs=graphs,
     )

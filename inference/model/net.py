@@ -3,6 +3,7 @@ dual-softmax confidence matrix (-> learned sub-cell refinement)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -103,6 +104,19 @@ class MutualNearest(nn.Module):
         return conf_max * mutual.to(conf_max.dtype), match_index, LogDualSoftmax(sim_matrix, row_lse, col_lse)
 
 
+class Image0Features(NamedTuple):
+    """Image0's half of the matching, which does not depend on image1: computed once for
+    a reference that a stream of frames is matched against (`CoarseLoFTR.predict_from`).
+
+    tokens0: (B, N0, d) backbone tokens with the position encoding, before the
+    transformer; descriptors0: one (B, N0, C_l) tensor per refinement level the model
+    has, first to last: that level's feature at each coarse cell.
+    """
+
+    tokens0: torch.Tensor
+    descriptors0: tuple[torch.Tensor, ...]
+
+
 @dataclass
 class CoarseOutput:
     """What training needs from one forward pass.
@@ -150,36 +164,40 @@ class CoarseLoFTR(nn.Module):
         """Everything before the matching: the transformed tokens feat0, feat1 (B, N, d),
         the coarse grid (rows, cols) and the projected refinement features (see
         `refinement_features`)."""
-        images = torch.cat([image0, image1], dim=0)
         batch = image0.shape[0]
-        coarse, fine, fine2 = self.backbone(images)
-        grid_hw = (coarse.shape[2], coarse.shape[3])
-        tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)  # (2B, N, d)
+        tokens, grid_hw, maps = self.image_features(torch.cat([image0, image1], dim=0))  # (2B, ...)
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
-        return feat0, feat1, grid_hw, self.refinement_features(fine, fine2, images)
+        return feat0, feat1, grid_hw, _by_image(maps)
+
+    def level_maps(
+        self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Raw outputs (B, C, H, W) of the stages feeding the refinement levels and the
+        input images (B, 1, H, W) -> the projected map (B, C_l, H_l, W_l) of each level
+        the model has, first to last."""
+        return tuple(
+            head.features(source)
+            for head, source in zip(self.refinement_heads(), (fine, fine2, images))
+            if source is not None
+        )
 
     def refinement_features(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        """Raw outputs (2B, C, H, W) of the stages feeding the refinement levels and the
-        input images (2B, 1, H, W), images 0 then 1 -> projected (fine0, fine1, fine2_0,
+        """`level_maps` of images 0 then 1 (2B, ...) split by image: (fine0, fine1, fine2_0,
         fine2_1, fine3_0, fine3_1), None where a level is absent."""
-        levels: list[tuple[FineHead | LocalRefiner | None, torch.Tensor | None]] = [
-            (self.fine_head, fine),
-            (self.fine2_head, fine2),
-            (self.fine3_head, images),
-        ]
-        pairs: list[torch.Tensor | None] = []
-        for head, source in levels:
-            if head is None or source is None:
-                pairs += [None, None]
-                continue
-            projected = head.features(source)
-            half = projected.shape[0] // 2
-            pairs += [projected[:half], projected[half:]]
-        return tuple(pairs)
+        return _by_image(self.level_maps(fine, fine2, images))
 
-    def refinement_heads(self) -> list[nn.Module]:
+    def image_features(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int], tuple[torch.Tensor, ...]]:
+        """What one image gives before it meets the other: images (B, 1, H, W) -> tokens
+        (B, N, d) with the position encoding, the coarse grid (rows, cols) and `level_maps`."""
+        coarse, fine, fine2 = self.backbone(images)
+        tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)
+        return tokens, (coarse.shape[2], coarse.shape[3]), self.level_maps(fine, fine2, images)
+
+    def refinement_heads(self) -> list[FineHead | LocalRefiner]:
         """The refinement levels this model has, first to last."""
         return [head for head in (getattr(self, name) for name in REFINEMENT_HEADS) if head is not None]
 
@@ -202,23 +220,64 @@ class CoarseLoFTR(nn.Module):
         (sub-cell position of the match in input pixels, from that cell's centre).
         A few numbers per cell leave the graph instead of the N0 x N1 matrix.
         """
-        feat0, feat1, grid_hw, (fine0, fine1, fine2_0, fine2_1, fine3_0, fine3_1) = self.encode(
-            image0, image1
-        )
+        feat0, feat1, grid_hw, levels = self.encode(image0, image1)
+        maps0 = [level for level in levels[0::2] if level is not None]
+        maps1 = [level for level in levels[1::2] if level is not None]
+        descriptors0 = self._cell_descriptors(maps0)
+        return self._match(feat0, feat1, grid_hw, descriptors0, maps1)
+
+    def describe_image0(self, image0: torch.Tensor) -> Image0Features:
+        """image0 (B, 1, H, W) -> its `Image0Features`, for `predict_from`."""
+        tokens0, _, maps0 = self.image_features(image0)
+        return Image0Features(tokens0, self._cell_descriptors(maps0))
+
+    def predict_from(
+        self, image0: Image0Features, image1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`predict` with image0's half already computed (`describe_image0`): what a
+        stream of frames matched against one reference costs per frame. Same outputs."""
+        tokens1, grid_hw, maps1 = self.image_features(image1)
+        feat0, feat1 = self.loftr_coarse(image0.tokens0, tokens1)
+        return self._match(feat0, feat1, grid_hw, image0.descriptors0, maps1)
+
+    def _cell_descriptors(self, maps0: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return tuple(head.cell_descriptors(map0) for head, map0 in zip(self.refinement_heads(), maps0))
+
+    def _match(
+        self,
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        grid_hw: tuple[int, int],
+        descriptors0: Sequence[torch.Tensor],
+        maps1: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The read-out and the refinement levels: transformed tokens (B, N, d), image0's
+        cell descriptors and image1's level maps -> `predict`'s outputs."""
         conf_max, match_index, log_conf = self.mutual_nearest(feat0, feat1)
-        if self.fine_head is None or fine0 is None:
+        if self.fine_head is None or not descriptors0:
             offset1 = confidence_expectation(
                 log_conf.confidence_at, match_index, grid_hw, self.config.coarse_stride
             )
             return conf_max, match_index, offset1
-        offset1, _ = self.fine_head(fine0, fine1, match_index, grid_hw)
-        if self.fine2_head is not None and fine2_0 is not None:
+        offset1, _ = self.fine_head(descriptors0[0], maps1[0], match_index, grid_hw)
+        later = [head for head in (self.fine2_head, self.fine3_head) if head is not None]
+        if later:
             matched_centres = self.cell_centres(grid_hw, feat0.device)[match_index]
-            refined, _, _ = self.fine2_head(fine2_0, fine2_1, matched_centres + offset1)
-            if self.fine3_head is not None and fine3_0 is not None:
-                refined, _, _ = self.fine3_head(fine3_0, fine3_1, refined)
+            refined = matched_centres + offset1
+            for head, desc0, map1 in zip(later, descriptors0[1:], maps1[1:]):
+                refined, _, _ = head(desc0, map1, refined)
             offset1 = refined - matched_centres
         return conf_max, match_index, offset1
+
+
+def _by_image(maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+    """Level maps of images 0 then 1 (2B, ...) -> (level1_0, level1_1, level2_0, ...), one
+    pair per level in `REFINEMENT_HEADS`, None where the model has no such level."""
+    pairs: list[torch.Tensor | None] = [None for _ in range(2 * len(REFINEMENT_HEADS))]
+    for level, projected in enumerate(maps):
+        half = projected.shape[0] // 2
+        pairs[2 * level], pairs[2 * level + 1] = projected[:half], projected[half:]
+    return tuple(pairs)
 
 
 class PredictGraph(nn.Module):
@@ -230,3 +289,27 @@ class PredictGraph(nn.Module):
 
     def forward(self, image0: torch.Tensor, image1: torch.Tensor):
         return self.model.predict(image0, image1)
+
+
+class ReferenceGraph(nn.Module):
+    """`CoarseLoFTR.describe_image0` as a flat forward: image0 -> tokens0, *descriptors0."""
+
+    def __init__(self, model: CoarseLoFTR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image0: torch.Tensor):
+        features = self.model.describe_image0(image0)
+        return (features.tokens0, *features.descriptors0)
+
+
+class FrameGraph(nn.Module):
+    """`CoarseLoFTR.predict_from` as a flat forward: image1, tokens0, *descriptors0 -> the
+    outputs of `predict`."""
+
+    def __init__(self, model: CoarseLoFTR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image1: torch.Tensor, tokens0: torch.Tensor, *descriptors0: torch.Tensor):
+        return self.model.predict_from(Image0Features(tokens0, descriptors0), image1)

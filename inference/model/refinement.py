@@ -80,13 +80,18 @@ class FineHead(nn.Module):
         """fine: (B, C_in, Hf, Wf) backbone stage output -> (B, C, Hf, Wf)."""
         return self.proj(fine)
 
+    def cell_descriptors(self, fine0: torch.Tensor) -> torch.Tensor:
+        """(B, C, Hf, Wf) projected fine features -> (B, N0, C): each coarse cell's mean."""
+        return F.avg_pool2d(fine0, self.ratio, self.ratio).flatten(2).transpose(1, 2)
+
     def forward(
-        self, fine0: torch.Tensor, fine1: torch.Tensor, index1: torch.Tensor, grid_hw: tuple[int, int]
+        self, desc0: torch.Tensor, fine1: torch.Tensor, index1: torch.Tensor, grid_hw: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Offsets of image0 cells' matches inside image1.
 
-        fine0, fine1: (B, C, Hf, Wf) projected fine features; index1: (B, N0) int64
-        matched cell of image1 for each image0 cell. Returns (offset (B, N0, 2) in input
+        desc0: (B, N0, C) image0's cell descriptors (`cell_descriptors`); fine1: (B, C,
+        Hf, Wf) image1's projected fine features; index1: (B, N0) int64 matched cell of
+        image1 for each image0 cell. Returns (offset (B, N0, 2) in input
         pixels from the matched cell's centre, logits (B, N0, window*window)).
 
         Windows are strided slices of the padded map in channels-last layout (plain
@@ -96,7 +101,6 @@ class FineHead(nn.Module):
         """
         height, width = grid_hw
         r = self.ratio
-        desc0 = F.avg_pool2d(fine0, r, r).flatten(2).transpose(1, 2)  # (B, N0, C)
         padded = F.pad(fine1, (self.pad, self.pad, self.pad, self.pad)).permute(0, 2, 3, 1)
         windows = torch.stack(
             [
@@ -173,16 +177,16 @@ class LocalRefiner(nn.Module):
         return centre.flatten(2).transpose(1, 2)
 
     def forward(
-        self, feat0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
+        self, desc0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Refine estimates of where image0's cell centres land in image1.
 
-        feat0, feat1: (B, C, H2, W2) projected features; points1: (B, N0, 2) current
+        desc0: (B, N0, C) image0's cell descriptors (`cell_descriptors`); feat1:
+        (B, C, H2, W2) image1's projected features; points1: (B, N0, 2) current
         estimates in input pixels. Returns (refined (B, N0, 2) input pixels, the window
         centres (B, N0, 2) in this level's pixels (int64), logits (B, N0, window**2)).
         """
         batch, channels, height, width = feat1.shape
-        desc0 = self.cell_descriptors(feat0)  # (B, N0, C)
         # Input pixel x lies at (x + 0.5) / stride - 0.5 in this level's pixels.
         centre = torch.round((points1 + 0.5) / self.stride - 0.5).to(torch.int64)
         limit = torch.tensor([width - 1, height - 1], device=centre.device)
