@@ -171,9 +171,9 @@ def refinement_losses(
     terms: dict[str, torch.Tensor] = {}
     if model.fine_head is None or fine0 is None or fine1 is None:
         return terms
-    head = model.fine_head
-    offset, _ = head(head.cell_descriptors(fine0), fine1, batch["match_index1"], grid_hw)
-    stride = model.fine_head.fine_stride
+    first = model.fine_head
+    offset, _ = first(first.cell_descriptors(fine0), fine1, batch["match_index1"], grid_hw)
+    stride = first.fine_stride
     terms["fine"] = losses.fine_loss(offset, batch["offset1"], batch["fine_valid"], stride)
     centres = model.cell_centres(grid_hw, offset.device)[batch["match_index1"]]
     estimate = centres + offset.detach()
