@@ -187,7 +187,8 @@ class MatchConfig:
     max_matches: int | None = None  # keep the most confident ones; None keeps all
     refine: bool = True  # add the sub-cell offset to image1's keypoints
     # Also match image1 turned by 90, 180 and 270 degrees and keep the turn with the most
-    # total confidence: for pairs beyond the model's +-45 degrees, at 4x the inference.
+    # total confidence: for pairs beyond the model's +-45 degrees, at four times image1's
+    # half of the model.
     rotations: bool = False
 
 
