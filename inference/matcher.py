@@ -123,14 +123,14 @@ class Matcher:
         if not self.image0_cache:
             return self.backend.encode_image0(input0)
         key = hashlib.blake2b(np.ascontiguousarray(input0).data, digest_size=16).digest()
-        encoded0 = self._image0_encodings.pop(key, None)
-        if encoded0 is None:
-            self.image0_misses += 1
-            encoded0 = self.backend.encode_image0(input0)
-        else:
+        encoded0 = self._image0_encodings.get(key)
+        if encoded0 is not None:
             self.image0_hits += 1
-        self._image0_encodings[key] = encoded0  # the most recent last
-        while len(self._image0_encodings) > self.image0_cache:
+            self._image0_encodings.move_to_end(key)  # the most recent last
+            return encoded0
+        self.image0_misses += 1
+        encoded0 = self._image0_encodings[key] = self.backend.encode_image0(input0)
+        if len(self._image0_encodings) > self.image0_cache:
             self._image0_encodings.popitem(last=False)
         return encoded0
 

@@ -164,10 +164,17 @@ class CoarseLoFTR(nn.Module):
         """Everything before the matching: the transformed tokens feat0, feat1 (B, N, d),
         the coarse grid (rows, cols) and the projected refinement features (see
         `refinement_features`)."""
-        batch = image0.shape[0]
-        tokens, grid_hw, maps = self.image_features(torch.cat([image0, image1], dim=0))  # (2B, ...)
-        feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
+        feat0, feat1, grid_hw, maps = self._encode_pair(image0, image1)
         return feat0, feat1, grid_hw, _by_image(maps)
+
+    def _encode_pair(
+        self, image0: torch.Tensor, image1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[torch.Tensor, ...]]:
+        """`encode` with the level maps of images 0 then 1 in one batch (2B, ...) each."""
+        batch = image0.shape[0]
+        tokens, grid_hw, maps = self.image_features(torch.cat([image0, image1], dim=0))
+        feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
+        return feat0, feat1, grid_hw, maps
 
     def level_maps(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
@@ -220,11 +227,10 @@ class CoarseLoFTR(nn.Module):
         (sub-cell position of the match in input pixels, from that cell's centre).
         A few numbers per cell leave the graph instead of the N0 x N1 matrix.
         """
-        feat0, feat1, grid_hw, levels = self.encode(image0, image1)
-        maps0 = [level for level in levels[0::2] if level is not None]
-        maps1 = [level for level in levels[1::2] if level is not None]
-        descriptors0 = self._cell_descriptors(maps0)
-        return self._match(feat0, feat1, grid_hw, descriptors0, maps1)
+        feat0, feat1, grid_hw, maps = self._encode_pair(image0, image1)
+        batch = image0.shape[0]
+        descriptors0 = self._cell_descriptors([level[:batch] for level in maps])
+        return self._match(feat0, feat1, grid_hw, descriptors0, [level[batch:] for level in maps])
 
     def describe_image0(self, image0: torch.Tensor) -> Image0Features:
         """image0 (B, 1, H, W) -> its `Image0Features`, for `predict_from`."""
