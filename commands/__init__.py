@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a teacher or a student (knowledge distillation)"),
     "plot-training": ("plot_training", "loss and validation curves of training runs (PNG)"),
     "plot-frontier": ("plot_frontier", "accuracy (AUC@5) against time per pair of an eval run (PNG)"),
+    "make-val-set": ("make_val_set", "validation pairs (an eval manifest) from the training photos' split"),
     "release": ("release", "package a training checkpoint as the shipped weights"),
     "serve": ("serve", "start the web service"),
     "match-pairs": ("match_pairs", "match an hloc pairs list into matches.h5 and a COLMAP database (Ray)"),

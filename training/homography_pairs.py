@@ -78,22 +78,44 @@ def split_images(files: list[Path], val_share: float = 0.1, seed: int = 0) -> tu
     return [p for p in files if source(p) not in held], [p for p in files if source(p) in held]
 
 
+def load_photo(path: Path, max_side: int = 1024) -> np.ndarray:
+    """A photo as (H, W) uint8 grayscale, shrunk (INTER_AREA) to at most `max_side` px."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    scale = max_side / max(image.shape)
+    if scale < 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return image
+
+
 def random_homography(rng: np.random.Generator, size: tuple[int, int], aug: AugmentConfig) -> np.ndarray:
     """A homography of image0's pixels to image1's: rotation and scale about the
     centre, independent corner jitter and a common shift."""
-    width, height = size
     if rng.random() < aug.full_rotation_share:
         angle = rng.uniform(-aug.max_rotation_deg, aug.max_rotation_deg)
     else:
         angle = rng.uniform(-aug.small_rotation_deg, aug.small_rotation_deg)
     scale = math.exp(rng.uniform(math.log(aug.scale_range[0]), math.log(aug.scale_range[1])))
+    jitter = rng.uniform(-aug.corner_jitter, aug.corner_jitter, (4, 2))
+    shift = rng.uniform(-aug.max_shift, aug.max_shift, 2)
+    return compose_homography(size, angle, scale, jitter, shift)
+
+
+def compose_homography(
+    size: tuple[int, int], angle_deg: float, scale: float, jitter: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """The homography that turns image0's corners by `angle_deg` and scales them by
+    `scale` about its centre, then moves each corner by `jitter` (4, 2) and all of them
+    by `shift` (2,), both as fractions of (width, height)."""
+    width, height = size
     centre = np.array([(width - 1) / 2, (height - 1) / 2])
     corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
-    theta = math.radians(angle)
+    theta = math.radians(angle_deg)
     rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     moved = (corners - centre) @ rotation.T * scale + centre
-    moved += rng.uniform(-aug.corner_jitter, aug.corner_jitter, (4, 2)) * [width, height]
-    moved += rng.uniform(-aug.max_shift, aug.max_shift, 2) * [width, height]
+    moved += np.asarray(jitter) * [width, height]
+    moved += np.asarray(shift) * [width, height]
     return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(
         np.float64
     )
@@ -136,13 +158,19 @@ def photometric(
 
 
 def render_pair(
-    photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int], aug: AugmentConfig
+    photo: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    aug: AugmentConfig,
+    homography: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """photo: (H, W) uint8. Returns image0, image1 (size (W, H) uint8) and the 3x3
-    homography of image0's pixels to image1's."""
+    homography of image0's pixels to image1's (`homography` when given, else a
+    `random_homography`)."""
     photo_size = (photo.shape[1], photo.shape[0])
     to_photo = crop_transform(rng, photo_size, size, aug)
-    homography = random_homography(rng, size, aug)
+    if homography is None:
+        homography = random_homography(rng, size, aug)
     flags = cv2.INTER_AREA if to_photo[0, 0] > 1.5 else cv2.INTER_LINEAR
     # warpAffine/warpPerspective take the map from source to destination.
     image0 = cv2.warpAffine(
@@ -174,17 +202,7 @@ class HomographyPairs(Dataset):
         self.length = length
         self.aug = aug
         self.seed = seed
-        self.photos = [self._load(f, max_side) for f in files]
-
-    @staticmethod
-    def _load(path: Path, max_side: int) -> np.ndarray:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise ValueError(f"cannot read image {path}")
-        scale = max_side / max(image.shape)
-        if scale < 1:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        return image
+        self.photos = [load_photo(f, max_side) for f in files]
 
     def __len__(self) -> int:
         return self.length
