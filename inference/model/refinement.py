@@ -94,26 +94,23 @@ class FineHead(nn.Module):
         image1 for each image0 cell. Returns (offset (B, N0, 2) in input
         pixels from the matched cell's centre, logits (B, N0, window*window)).
 
-        Windows are strided slices of the padded map in channels-last layout (plain
-        Slice ops, which every runtime, TensorRT included, supports), so each cell's
-        window is one contiguous row and the gather copies whole rows; only the small
-        fine maps are transposed, never the (N, K, C) windows.
+        Each window is gathered from the zero-padded map in channels-last layout: the
+        padding makes every tap a valid index, so the flat tap indices are the window's
+        top-left pixel plus constant steps, integer arithmetic only, and the gather copies
+        whole rows of C channels for the matched cells alone.
         """
-        height, width = grid_hw
+        width = grid_hw[1]
         r = self.ratio
         padded = F.pad(fine1, (self.pad, self.pad, self.pad, self.pad)).permute(0, 2, 3, 1)
-        windows = torch.stack(
-            [
-                padded[:, dy : dy + r * height : r, dx : dx + r * width : r, :]
-                for dy in range(self.window)
-                for dx in range(self.window)
-            ],
-            dim=3,
-        )  # (B, Hc, Wc, K, C)
-        batch, _, _, k, channels = windows.shape
-        windows = windows.reshape(batch * height * width, k, channels)
-        flat_index = _flatten_batch(index1, height * width)
-        selected = windows.index_select(0, flat_index.flatten())  # (B*N0, K, C)
+        batch, padded_h, padded_w, channels = padded.shape
+        rows = padded.reshape(batch * padded_h * padded_w, channels)
+        row = torch.div(index1, width, rounding_mode="floor")
+        top_left = (row * padded_w + (index1 - row * width)) * r  # (B, N0)
+        steps = range(self.window)
+        taps = torch.tensor([dy * padded_w + dx for dy in steps for dx in steps], device=index1.device)
+        flat = _flatten_batch(top_left.unsqueeze(-1) + taps, padded_h * padded_w)  # (B, N0, K)
+        k = taps.shape[0]
+        selected = rows.index_select(0, flat.flatten()).reshape(-1, k, channels)  # (B*N0, K, C)
         logits = (selected @ desc0.reshape(-1, channels, 1)).reshape(batch, -1, k)
         weights = (logits / channels**0.5).softmax(dim=-1)  # (B, N0, K)
         offset = (weights @ self.window_offsets) * self.fine_stride

