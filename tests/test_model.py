@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from coarse_loftr.inference.checkpoint import load_checkpoint
 from coarse_loftr.inference.config import get_preset
 from coarse_loftr.inference.matching import grid_centres
 from coarse_loftr.inference.model import CoarseLoFTR
 from coarse_loftr.inference.model.position_encoding import PositionEncodingSine
 from coarse_loftr.inference.model.transformer import linear_attention
+from coarse_loftr.inference.paths import WEIGHTS_DIR
 
 GRID = (6, 8)  # coarse rows, cols
 STRIDE = 8
@@ -103,6 +105,26 @@ def test_predict_chains_the_three_levels(student):
         third, _, _ = heads[2](heads[2].cell_descriptors(out.fine3_0), out.fine3_1, second)
     torch.testing.assert_close(offset, third - centres)
     assert not torch.allclose(third, second)  # the third level moved the points
+
+
+def test_third_level_describes_image0_cells_from_their_own_pixels():
+    """In eval mode the third level reads a 6x6 patch of each cell's 8x8 pixels; its
+    descriptors are the dense map's at the cell centres, border cells included (the dense
+    convs' zero padding lies outside every patch). The shipped weights, so batch norm is
+    not the identity. Level 2 reaches past its cells and training needs whole maps: both
+    stay dense."""
+    model, _ = load_checkpoint(WEIGHTS_DIR / "student.pt")
+    head = model.eval().fine3_head
+    torch.manual_seed(5)
+    images = torch.rand(2, 1, 48, 64)
+    with torch.no_grad():
+        dense = head.proj(images)
+        centre = sum(dense[:, :, y::8, x::8] for y in (3, 4) for x in (3, 4)) / 4
+        expected = centre.flatten(2).transpose(1, 2)  # (B, N0, C)
+        assert head.reads_patches()
+        torch.testing.assert_close(head.describe_cells(images), expected, atol=1e-5, rtol=1e-5)
+    assert not model.fine2_head.reads_patches()
+    assert not head.train().reads_patches()
 
 
 def test_linear_attention_equals_its_quadratic_form():

@@ -14,7 +14,7 @@ from ..config import ModelConfig
 from ..graph import REFINEMENT_HEADS
 from .backbone import ResNetBackbone
 from .position_encoding import PositionEncodingSine
-from .refinement import FineHead, LocalRefiner, confidence_expectation
+from .refinement import FineHead, LocalRefiner, RefinementLevel, confidence_expectation
 from .transformer import LocalFeatureTransformer
 
 
@@ -164,17 +164,10 @@ class CoarseLoFTR(nn.Module):
         """Everything before the matching: the transformed tokens feat0, feat1 (B, N, d),
         the coarse grid (rows, cols) and the projected refinement features (see
         `refinement_features`)."""
-        feat0, feat1, grid_hw, maps = self._encode_pair(image0, image1)
-        return feat0, feat1, grid_hw, _by_image(maps)
-
-    def _encode_pair(
-        self, image0: torch.Tensor, image1: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[torch.Tensor, ...]]:
-        """`encode` with the level maps of images 0 then 1 in one batch (2B, ...) each."""
         batch = image0.shape[0]
         tokens, grid_hw, maps = self.image_features(torch.cat([image0, image1], dim=0))
         feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
-        return feat0, feat1, grid_hw, maps
+        return feat0, feat1, grid_hw, _by_image(maps)
 
     def level_maps(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
@@ -182,11 +175,17 @@ class CoarseLoFTR(nn.Module):
         """Raw outputs (B, C, H, W) of the stages feeding the refinement levels and the
         input images (B, 1, H, W) -> the projected map (B, C_l, H_l, W_l) of each level
         the model has, first to last."""
-        return tuple(
-            head.features(source)
+        return tuple(head.features(source) for head, source in self._level_sources(fine, fine2, images))
+
+    def _level_sources(
+        self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
+    ) -> list[tuple[RefinementLevel, torch.Tensor]]:
+        """Each refinement level the model has, first to last, with what it reads."""
+        return [
+            (head, source)
             for head, source in zip(self.refinement_heads(), (fine, fine2, images))
             if source is not None
-        )
+        ]
 
     def refinement_features(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
@@ -200,11 +199,18 @@ class CoarseLoFTR(nn.Module):
     ) -> tuple[torch.Tensor, tuple[int, int], tuple[torch.Tensor, ...]]:
         """What one image gives before it meets the other: images (B, 1, H, W) -> tokens
         (B, N, d) with the position encoding, the coarse grid (rows, cols) and `level_maps`."""
+        tokens, grid_hw, sources = self._tokens_and_sources(images)
+        return tokens, grid_hw, tuple(head.features(source) for head, source in sources)
+
+    def _tokens_and_sources(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int], list[tuple[RefinementLevel, torch.Tensor]]]:
+        """images (B, 1, H, W) -> tokens (B, N, d), the coarse grid and `_level_sources`."""
         coarse, fine, fine2 = self.backbone(images)
         tokens = self.pos_encoding(coarse).flatten(2).transpose(1, 2)
-        return tokens, (coarse.shape[2], coarse.shape[3]), self.level_maps(fine, fine2, images)
+        return tokens, (coarse.shape[2], coarse.shape[3]), self._level_sources(fine, fine2, images)
 
-    def refinement_heads(self) -> list[FineHead | LocalRefiner]:
+    def refinement_heads(self) -> list[RefinementLevel]:
         """The refinement levels this model has, first to last."""
         return [head for head in (getattr(self, name) for name in REFINEMENT_HEADS) if head is not None]
 
@@ -227,15 +233,24 @@ class CoarseLoFTR(nn.Module):
         (sub-cell position of the match in input pixels, from that cell's centre).
         A few numbers per cell leave the graph instead of the N0 x N1 matrix.
         """
-        feat0, feat1, grid_hw, maps = self._encode_pair(image0, image1)
         batch = image0.shape[0]
-        descriptors0 = self._cell_descriptors([level[:batch] for level in maps])
-        return self._match(feat0, feat1, grid_hw, descriptors0, [level[batch:] for level in maps])
+        tokens, grid_hw, sources = self._tokens_and_sources(torch.cat([image0, image1], dim=0))
+        feat0, feat1 = self.loftr_coarse(tokens[:batch], tokens[batch:])
+        descriptors0, maps1 = [], []
+        for head, source in sources:
+            if head.reads_patches():
+                descriptors0.append(head.describe_cells(source[:batch]))
+                maps1.append(head.features(source[batch:]))
+            else:  # one projection over the pair's batch
+                both = head.features(source)
+                descriptors0.append(head.cell_descriptors(both[:batch]))
+                maps1.append(both[batch:])
+        return self._match(feat0, feat1, grid_hw, descriptors0, maps1)
 
     def describe_image0(self, image0: torch.Tensor) -> Image0Features:
         """image0 (B, 1, H, W) -> its `Image0Features`, for `predict_from`."""
-        tokens0, _, maps0 = self.image_features(image0)
-        return Image0Features(tokens0, self._cell_descriptors(maps0))
+        tokens0, _, sources = self._tokens_and_sources(image0)
+        return Image0Features(tokens0, tuple(head.describe_cells(source) for head, source in sources))
 
     def predict_from(
         self, image0: Image0Features, image1: torch.Tensor
@@ -245,9 +260,6 @@ class CoarseLoFTR(nn.Module):
         tokens1, grid_hw, maps1 = self.image_features(image1)
         feat0, feat1 = self.loftr_coarse(image0.tokens0, tokens1)
         return self._match(feat0, feat1, grid_hw, image0.descriptors0, maps1)
-
-    def _cell_descriptors(self, maps0: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        return tuple(head.cell_descriptors(map0) for head, map0 in zip(self.refinement_heads(), maps0))
 
     def _match(
         self,

@@ -18,6 +18,7 @@ centre of the matched image1 cell, `LocalRefiner` refined positions in model-inp
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -55,7 +56,31 @@ def projection(in_ch: int, dim: int, kernel: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class FineHead(nn.Module):
+class RefinementLevel(nn.Module):
+    """What the model asks of every refinement level besides its forward: the projected
+    map of an image (`features`), image0's descriptor per coarse cell from that map
+    (`cell_descriptors`) or from the level's source itself (`describe_cells`)."""
+
+    proj: nn.Sequential
+
+    def features(self, source: torch.Tensor) -> torch.Tensor:
+        """source: (B, C_in, H, W) backbone stage output or input image -> (B, C, H, W)."""
+        return self.proj(source)
+
+    @abstractmethod
+    def cell_descriptors(self, map0: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) projected map -> (B, N0, C), one descriptor per coarse cell."""
+
+    def reads_patches(self) -> bool:
+        """Whether `describe_cells` computes on the cells' own pixels rather than the map."""
+        return False
+
+    def describe_cells(self, source: torch.Tensor) -> torch.Tensor:
+        """source (B, C_in, H, W) -> (B, N0, C): `cell_descriptors(features(source))`."""
+        return self.cell_descriptors(self.features(source))
+
+
+class FineHead(RefinementLevel):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         bb = config.backbone
@@ -75,10 +100,6 @@ class FineHead(nn.Module):
         self.register_buffer(
             "window_offsets", torch.stack([grid_x, grid_y], -1).reshape(-1, 2), persistent=False
         )
-
-    def features(self, fine: torch.Tensor) -> torch.Tensor:
-        """fine: (B, C_in, Hf, Wf) backbone stage output -> (B, C, Hf, Wf)."""
-        return self.proj(fine)
 
     def cell_descriptors(self, fine0: torch.Tensor) -> torch.Tensor:
         """(B, C, Hf, Wf) projected fine features -> (B, N0, C): each coarse cell's mean."""
@@ -117,7 +138,7 @@ class FineHead(nn.Module):
         return offset, logits
 
 
-class LocalRefiner(nn.Module):
+class LocalRefiner(RefinementLevel):
     """A later refinement level on stride-`stride` features: level 2 on a backbone stage
     (e.g. 2 input pixels), level 3 on the input image itself (stride 1).
 
@@ -151,16 +172,17 @@ class LocalRefiner(nn.Module):
             raise ValueError(f"level {level} needs an even pixels-per-cell ratio and an odd window")
         self.window = window
         self.proj = projection(in_ch, dim, kernel, depth)
+        # Pixels the projection reads beyond its output on each side, and so the first row
+        # (and column) inside a cell of the patch that a cell's 2x2 centre depends on.
+        margin = sum(layer.kernel_size[0] // 2 for layer in self.proj if isinstance(layer, nn.Conv2d))
+        self.patch_start = self.ratio // 2 - 1 - margin
+        self.patch_size = 2 + 2 * margin
         half = self.window // 2
         steps = torch.arange(-half, half + 1)
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
         self.register_buffer(
             "window_steps", torch.stack([grid_x, grid_y], -1).reshape(-1, 2), persistent=False
         )
-
-    def features(self, source: torch.Tensor) -> torch.Tensor:
-        """source: (B, C_in, H2, W2) backbone stage output or input image -> (B, C, H2, W2)."""
-        return self.proj(source)
 
     def cell_descriptors(self, feat0: torch.Tensor) -> torch.Tensor:
         """(B, C, H2, W2) -> (B, N0, C): features at the coarse cell centres."""
@@ -172,6 +194,32 @@ class LocalRefiner(nn.Module):
             + feat0[:, :, c::r, c::r]
         ) / 4
         return centre.flatten(2).transpose(1, 2)
+
+    def reads_patches(self) -> bool:
+        """True in eval mode where the projection's reach around a cell's 2x2 centre
+        stays inside the cell (the third level: 6x6 of a cell's 8x8 pixels). Training
+        keeps the dense map: batch norm's statistics there are over whole maps."""
+        return not self.training and self.patch_start >= 0
+
+    def describe_cells(self, source: torch.Tensor) -> torch.Tensor:
+        """`cell_descriptors(features(source))`, on each cell's own patch where
+        `reads_patches`: unpadded convolutions over the patch give the same numbers as the
+        dense map at the centre, for a quarter of the first layer's work and a sixteenth of
+        the rest's at the third level."""
+        if not self.reads_patches():
+            return super().describe_cells(source)
+        batch, channels, height, width = source.shape
+        r, start, size = self.ratio, self.patch_start, self.patch_size
+        rows, cols = height // r, width // r
+        cells = source.reshape(batch, channels, rows, r, cols, r)
+        patches = cells[:, :, :, start : start + size, :, start : start + size]
+        x = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels, size, size)
+        for layer in self.proj:
+            if isinstance(layer, nn.Conv2d):
+                x = F.conv2d(x, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+            else:
+                x = layer(x)
+        return x.mean(dim=(2, 3)).reshape(batch, rows * cols, -1)  # x: (B * N0, C, 2, 2)
 
     def forward(
         self, desc0: torch.Tensor, feat1: torch.Tensor, points1: torch.Tensor
