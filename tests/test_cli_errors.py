@@ -24,6 +24,7 @@ BAD_INPUTS: dict[str, list[str]] = {
     "serve": ["--weights", "{tmp}/missing.onnx", "--port", "1"],
     "match-pairs": ["{tmp}/no_images", "--pairs", "{tmp}/missing.txt", "--out", "{tmp}/out"],
     "plot-frontier": ["{tmp}/missing.json", "--out", "{tmp}/f.png"],
+    "make-val-set": ["{tmp}/no_photos", "--out", "{tmp}/val"],
 }
 
 
