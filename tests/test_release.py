@@ -99,6 +99,19 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
         np.testing.assert_allclose(lattice, np.round(lattice), atol=1e-3)
 
 
+def test_a_size_that_loses_its_role_loses_its_split_graphs(training_checkpoint, tmp_path):
+    """Released again with the roles moved, the old default's split graphs (which hold the
+    earlier weights) are deleted rather than left beside the new pair graph."""
+    first = release_cli(training_checkpoint, tmp_path, "--sizes", "160x120,224x168", "--default", "224x168")
+    assert first.returncode == 0, first.stderr
+    assert all(path.is_file() for path in split_paths(tmp_path / "student_224x168.onnx"))
+    again = release_cli(training_checkpoint, tmp_path, "--sizes", "160x120,224x168", "--default", "160x120")
+    assert again.returncode == 0, again.stderr
+    assert not any(path.exists() for path in split_paths(tmp_path / "student_224x168.onnx"))
+    assert all(path.is_file() for path in split_paths(tmp_path / "student_160x120.onnx"))
+    assert (tmp_path / "student_224x168.onnx").is_file()
+
+
 def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_path):
     result = release_cli(training_checkpoint, tmp_path, "--sizes", "320x240", "--default", "640x480")
     assert result.returncode == 2

@@ -12,6 +12,7 @@ import torch
 
 from coarse_loftr.inference.checkpoint import load_checkpoint
 from coarse_loftr.inference.export import export_onnx, export_split_onnx
+from coarse_loftr.inference.graph import split_paths
 
 MANIFEST = "manifest.json"
 
@@ -52,7 +53,7 @@ def release(
     `default` and `live` roles (see `inference.weights`) name the entries of
     `default_size` and `live_size` (None: the default's). The models of the two roles
     also get their split graphs (`export_split_onnx`), which the stream and the rotation
-    search run."""
+    search run; a size without a role loses any split graphs an earlier release left."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model, config = load_checkpoint(checkpoint)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -75,6 +76,10 @@ def release(
             split_report = export_split_onnx(model, onnx_path, size)
             split = (split_report.reference, split_report.frame)
             parity += "; split " + split_report.summary().splitlines()[-1]
+        else:
+            # An earlier release's split of this size would pair its weights with this graph.
+            for stale in split_paths(onnx_path):
+                stale.unlink(missing_ok=True)
         manifest["models"][key] = {
             "onnx": onnx_path.name,
             "checkpoint": slim.name,
