@@ -2,7 +2,7 @@
 
 A weights directory holds `manifest.json`:
 
-    {"default": "student_480x360", "live": "student_320x240",
+    {"default": "student_640x480", "live": "student_320x240",
      "models": {"student_320x240": {"onnx": "student_320x240.onnx", "checkpoint": "student.pt",
                                     "input_size": [320, 240], "description": "..."}, ...}}
 

@@ -30,7 +30,7 @@ def corners_through(homography: np.ndarray, width: int, height: int) -> np.ndarr
 def test_large_jpeg_is_matched_from_a_reduced_decode_in_full_pixels(client):
     a, b = (decode(data) for data in pair_bytes("0001"))
     big_a = jpeg(cv2.resize(a, (1280, 960), interpolation=cv2.INTER_CUBIC), 95)  # 2x the pixels
-    input_size = client.app.state.service.matcher.input_size  # 480x360
+    input_size = client.app.state.service.matcher.input_size  # the default model's
     assert reduction_for(read_header(big_a), input_size) == 2  # decoded at 640x480
 
     body = client.post(
