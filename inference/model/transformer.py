@@ -12,7 +12,7 @@ from ..config import ModelConfig
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """elu(x) + 1, written as relu(x) + exp(min(x, 0)): the same function and gradient,
-    and twice as fast in ONNX Runtime, whose Elu kernel is not vectorised."""
+    and faster in ONNX Runtime, whose vectorised Relu, Min and Exp beat its Elu kernel."""
     return F.relu(x) + torch.exp(torch.clamp(x, max=0.0))
 
 
