@@ -31,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
         manifest = write_validation_set(args.images, args.out, args.pairs_per_level, seed=args.seed)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from None
-    pairs, photos = manifest["pairs"], manifest["photos"]
-    assert isinstance(pairs, list) and isinstance(photos, list)
-    print(f"wrote {args.out / 'manifest.json'}: {len(pairs)} pairs of {len(photos)} photos", file=sys.stderr)
+    count, photos = len(manifest["pairs"]), len(manifest["photos"])
+    print(f"wrote {args.out / 'manifest.json'}: {count} pairs of {photos} photos", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,7 +81,7 @@ def level_homography(rng: np.random.Generator, size: tuple[int, int], level: Lev
 
 def write_validation_set(
     images: Path, out: Path, pairs_per_level: int, seed: int = TrainConfig.seed
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Render `pairs_per_level` pairs of each level from the validation photos of
     `images` (the split training uses with `seed`) into `out`/pairs/ and write
     `out`/manifest.json. Returns the manifest. Deterministic given the photos and seed."""
@@ -113,7 +114,7 @@ def write_validation_set(
                     "source": val_files[photo_index].name,
                 }
             )
-    manifest: dict[str, object] = {
+    manifest: dict[str, Any] = {
         "name": "validation",
         "image_size": list(IMAGE_SIZE),
         "convention": "H_a_to_b maps (x, y, 1) of a to b; pixel centres at integer coordinates",

@@ -175,7 +175,7 @@ class CoarseLoFTR(nn.Module):
         """Raw outputs (B, C, H, W) of the stages feeding the refinement levels and the
         input images (B, 1, H, W) -> the projected map (B, C_l, H_l, W_l) of each level
         the model has, first to last."""
-        return tuple(head.features(source) for head, source in self._level_sources(fine, fine2, images))
+        return _project(self._level_sources(fine, fine2, images))
 
     def _level_sources(
         self, fine: torch.Tensor | None, fine2: torch.Tensor | None, images: torch.Tensor
@@ -200,7 +200,7 @@ class CoarseLoFTR(nn.Module):
         """What one image gives before it meets the other: images (B, 1, H, W) -> tokens
         (B, N, d) with the position encoding, the coarse grid (rows, cols) and `level_maps`."""
         tokens, grid_hw, sources = self._tokens_and_sources(images)
-        return tokens, grid_hw, tuple(head.features(source) for head, source in sources)
+        return tokens, grid_hw, _project(sources)
 
     def _tokens_and_sources(
         self, images: torch.Tensor
@@ -286,6 +286,11 @@ class CoarseLoFTR(nn.Module):
                 refined, _, _ = head(desc0, map1, refined)
             offset1 = refined - matched_centres
         return conf_max, match_index, offset1
+
+
+def _project(sources: list[tuple[RefinementLevel, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """Each level's projected map (B, C_l, H_l, W_l) of what it reads."""
+    return tuple(head.features(source) for head, source in sources)
 
 
 def _by_image(maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
