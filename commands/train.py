@@ -8,7 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from coarse_loftr.inference.paths import SHARED_DATA
-from coarse_loftr.training.config import TRAINABLE, DepthConfig, LossConfig, OptimConfig, TrainConfig
+from coarse_loftr.training.config import (
+    TRAINABLE,
+    AugmentConfig,
+    DepthConfig,
+    LossConfig,
+    OptimConfig,
+    TrainConfig,
+)
 
 from . import CommandError, size_arg
 
@@ -54,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-pairs", type=int, help="held-out synthetic validation pairs (64)")
     parser.add_argument("--val-every", type=int, help="validate every this many pairs (1000)")
     parser.add_argument(
+        "--corner-jitter",
+        type=float,
+        help=f"largest move of each corner of image1, a share of the size ({AugmentConfig.corner_jitter})",
+    )
+    parser.add_argument(
+        "--max-shift",
+        type=float,
+        help=f"largest common move of image1's corners, a share of the size ({AugmentConfig.max_shift})",
+    )
+    parser.add_argument(
         "--depth-scenes",
         type=Path,
         nargs="+",
@@ -97,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--depth-share must be in [0, 1], got {args.depth_share}")
     if args.depth_tolerance is not None and args.depth_tolerance <= 0:
         raise CommandError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
+    if any(v is not None and not 0.0 <= v < 0.5 for v in (args.corner_jitter, args.max_shift)):
+        raise CommandError("--corner-jitter and --max-shift must be in [0, 0.5)")
     if any(v is not None and v < 1 for v in (args.val_pairs, args.val_every)):
         raise CommandError("--val-pairs and --val-every must be positive")
     # Options are checked before PyTorch loads, so mistakes fail fast.
@@ -113,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             num_threads=args.threads,
             seed=args.seed,
             trainable=args.trainable,
+            augment=with_overrides(
+                AugmentConfig(), corner_jitter=args.corner_jitter, max_shift=args.max_shift
+            ),
             depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
             loss=replace(
                 LossConfig(),

@@ -464,6 +464,10 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
         "1",
         "--milestones",
         "0.5",
+        "--corner-jitter",
+        "0.2",
+        "--max-shift",
+        "0.05",
         "--depth-scenes",
         str(scene),
     ]
@@ -474,6 +478,8 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     assert checkpoint["state"]["pairs_seen"] == 8
     assert checkpoint["train_config"]["depth"]["share"] == 0.5
     assert list(checkpoint["train_config"]["optim"]["milestones"]) == [0.5]
+    augment = checkpoint["train_config"]["augment"]
+    assert (augment["corner_jitter"], augment["max_shift"]) == (0.2, 0.05)
     history = json.loads((run_dir / "history.json").read_text())
     assert [r["pairs"] for r in history] == [4, 8]
     assert all(math.isfinite(r["train_loss"]) for r in history)
@@ -497,3 +503,12 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
         timeout=60,
     )
     assert beyond.returncode == 2 and "strictly between 0 and 1" in beyond.stderr
+    folded = subprocess.run(
+        [*command[:4], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert folded.returncode == 2 and "--corner-jitter and --max-shift must be in" in folded.stderr
