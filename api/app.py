@@ -40,7 +40,14 @@ def _version() -> str:
 def load_matchers(settings: ServiceSettings) -> tuple[Matcher, Matcher]:
     """(uploads matcher, live-stream matcher); one object when both resolve to one model.
     The live one keeps `stream_references` image0s (see `Matcher`)."""
-    options = {"weights": settings.weights, "backend": settings.backend, "num_threads": settings.num_threads}
+    # The service decodes, fits and draws on the cores the runtime computes on, and holds
+    # several sessions: threads spinning for work between a run's steps take those cores.
+    options = {
+        "weights": settings.weights,
+        "backend": settings.backend,
+        "num_threads": settings.num_threads,
+        "spin_wait": False,
+    }
     cache = settings.stream_references
     live_files = resolve_weights(settings.weights, settings.live_size, role="live")
     if live_files.onnx == resolve_weights(settings.weights, settings.size).onnx:

@@ -61,7 +61,8 @@ class Matcher:
     model input (width, height), picking (or exporting) the model of that size; role:
     without a size, the manifest's model for "default" use (uploads) or "live" video;
     match: default thresholds; num_threads: CPU threads of the runtime; image0_cache:
-    how many image0s to keep the half of the graph of (see below; 0 keeps none).
+    how many image0s to keep the half of the graph of (see below; 0 keeps none);
+    spin_wait: the runtime's idle threads spin for work (see `create_backend`).
     Not thread-safe: serialise calls to `match` (the service uses one worker thread).
 
     A stream matches every frame against one reference image0. Where the model comes
@@ -81,6 +82,7 @@ class Matcher:
         num_threads: int | None = None,
         role: str = "default",
         image0_cache: int = 0,
+        spin_wait: bool = True,
     ) -> None:
         if image0_cache < 0:
             raise ValueError(f"image0_cache must be >= 0, got {image0_cache}")
@@ -91,6 +93,7 @@ class Matcher:
             checkpoint_path=self.files.checkpoint,
             num_threads=num_threads,
             split=self.files.split,
+            spin_wait=spin_wait,
         )
         self.image0_cache = image0_cache
         self._image0_encodings: OrderedDict[bytes, Image0Encoding] = OrderedDict()

@@ -83,3 +83,28 @@ def test_an_engine_from_the_factory_serves_the_same_routes(matcher):
         engine.fail = ResourceBusy("queue full")
         busy = post_pair(client)
         assert busy.status_code == 503 and busy.json()["error"] == "busy"
+
+
+def test_the_service_runtime_threads_do_not_spin_for_work():
+    """The service decodes and draws on the cores ONNX Runtime computes on, so every
+    session it opens (both roles, with their split graphs) leaves them idle between steps;
+    a plain `Matcher` keeps ONNX Runtime's default (spinning)."""
+    from coarse_loftr.api.app import load_matchers
+
+    key = "session.intra_op.allow_spinning"
+    uploads, live = load_matchers(ServiceSettings(num_threads=1))
+    sessions = [
+        session
+        for matcher in (uploads, live)
+        for session in (
+            matcher.backend.session,
+            matcher.backend.reference_session,
+            matcher.backend.frame_session,
+        )
+        if session is not None
+    ]
+    assert len(sessions) == 6  # the shipped default and live sizes each come with split graphs
+    assert all(s.get_session_options().get_session_config_entry(key) == "0" for s in sessions)
+    plain = Matcher(num_threads=1).backend.session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry(key)

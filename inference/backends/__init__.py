@@ -48,6 +48,7 @@ def create_backend(
     num_threads: int | None = None,
     input_size: tuple[int, int] | None = None,
     split: tuple[Path, Path] | None = None,
+    spin_wait: bool = True,
 ) -> Backend:
     """Load a model on a runtime.
 
@@ -56,7 +57,9 @@ def create_backend(
     checkpoint_path: its PyTorch checkpoint (torch only); num_threads: CPU threads;
     input_size: (width, height) for torch when no ONNX file gives it; split: the model's
     (reference, frame) graphs, which let ONNX Runtime reuse an image0 (torch needs none;
-    TensorRT runs the whole graph for every pair).
+    TensorRT runs the whole graph for every pair); spin_wait: ONNX Runtime's idle threads
+    spin for work (the quickest for a caller alone on the CPU; off where other threads need
+    the cores between and during runs, as in the service).
     Raises BackendUnavailable when the requested runtime cannot run here.
     """
     if kind not in KINDS:
@@ -81,7 +84,7 @@ def create_backend(
         log.info("backend auto: using onnxruntime, TensorRT cannot run here: %s", reason)
     from .onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(onnx_path, num_threads=num_threads, split=split)
+    return OnnxRuntimeBackend(onnx_path, num_threads=num_threads, split=split, spin_wait=spin_wait)
 
 
 def _torch_backend(onnx_path, checkpoint_path, num_threads, input_size) -> Backend:

@@ -30,6 +30,7 @@ class OnnxRuntimeBackend(Backend):
         num_threads: int | None = None,
         use_cuda: bool | None = None,
         split: tuple[Path, Path] | None = None,
+        spin_wait: bool = True,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -49,6 +50,8 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if use_cuda is not False and "CUDAExecutionProvider" in available:
