@@ -484,31 +484,16 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     assert [r["pairs"] for r in history] == [4, 8]
     assert all(math.isfinite(r["train_loss"]) for r in history)
 
-    bad = subprocess.run(
-        [*command[:-1], str(tmp_path / "missing")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    def refused(arguments: list[str]) -> str:
+        """The command's stderr, once it has refused `arguments` (exit 2, no traceback)."""
+        run = subprocess.run(arguments, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        return run.stderr
+
+    assert "depth scene folder not found" in refused([*command[:-1], str(tmp_path / "missing")])
+    assert "strictly between 0 and 1" in refused(
+        [*command[:4], "--run-dir", str(tmp_path / "x"), "--milestones", "0.5,1.2"]
     )
-    assert bad.returncode == 2
-    assert "depth scene folder not found" in bad.stderr and "Traceback" not in bad.stderr
-    beyond = subprocess.run(
-        [*command[:4], "--run-dir", str(tmp_path / "x"), "--milestones", "0.5,1.2"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert "--corner-jitter and --max-shift must be in" in refused(
+        [*command[:4], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"]
     )
-    assert beyond.returncode == 2 and "strictly between 0 and 1" in beyond.stderr
-    folded = subprocess.run(
-        [*command[:4], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert folded.returncode == 2 and "--corner-jitter and --max-shift must be in" in folded.stderr
