@@ -1,5 +1,6 @@
 """Package a trained checkpoint as the shipped weights: a slim PyTorch file, static ONNX
-graphs at the chosen input sizes, the manifest `inference.weights` reads, and a card."""
+graphs at the chosen input sizes and the manifest `inference.weights` reads. The card
+(`weights/CARD.md`) is written by hand from the eval and bench runs."""
 
 from __future__ import annotations
 
