@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ from coarse_loftr.inference.export import (
     export_onnx,
     export_split_onnx,
 )
-from coarse_loftr.inference.export.onnx_export import CONFIDENT, parity_check
+from coarse_loftr.inference.export.onnx_export import CONFIDENT, ParityReport, parity_check
 from coarse_loftr.inference.flops import count_flops
 from coarse_loftr.inference.graph import (
     IMAGE0_FEATURE_NAMES,
@@ -166,6 +167,17 @@ def test_parity_report_of_random_models(exported):
     assert parity.conf_matrix_max_diff < 1e-4
     assert parity.conf_max_max_diff < 1e-4
     assert "OK" in report.summary().splitlines()[-1]
+
+
+def test_parity_allows_mutual_ties_only_below_the_default_threshold():
+    """A cell mutual in one runtime and not in the other is a near-tie rounding decides:
+    tolerated while it could not be a match at the default threshold, a failure above."""
+    agreeing = ParityReport(1e-6, 1e-6, confident_cells=40, index_agreement=1.0, offset_max_diff=1e-5)
+    tie = replace(agreeing, mutual_flips=1, flip_max_conf=0.0137)
+    match = replace(agreeing, mutual_flips=1, flip_max_conf=MatchConfig().threshold)
+    assert agreeing.ok and tie.ok and not match.ok
+    assert "1 mutual ties flipped (conf <= 0.014)" in tie.line() and tie.line().endswith("OK")
+    assert match.line().endswith("FAILED")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from onnx import TensorProto, shape_inference
 from torch import nn
 
 from ..backends.base import ModelInfo
+from ..config import MatchConfig
 from ..errors import CoarseLoftrError
 from ..flops import count_flops
 from ..graph import DEFAULT_OPSET, IMAGE0_FEATURE_NAMES, INPUT_NAMES, OUTPUT_NAMES, split_paths
@@ -94,6 +95,10 @@ PARITY_TOLERANCE = 1e-4
 #: Cells whose best match is at least this confident must agree exactly on the index
 #: (below it, near-ties between cells may legitimately flip between runtimes).
 CONFIDENT = 0.01
+#: A cell may be mutual in one runtime and not in the other only below this confidence:
+#: two image0 cells all but tied for one image1 cell, where rounding decides, and where
+#: the flip cannot add or remove a match at the default threshold.
+MUTUAL_TIE = MatchConfig().threshold
 
 _INTEGER_TYPES = {
     TensorProto.INT32,
@@ -117,10 +122,12 @@ class ParityReport:
     """ONNX Runtime vs PyTorch on one random input pair.
 
     conf_matrix_max_diff: max |difference| of the dual-softmax matrix; conf_max_max_diff:
-    of the deployed per-cell confidence; confident_cells: cells with conf_max > CONFIDENT
-    in PyTorch; index_agreement: fraction of those with the same match_index;
-    offset_max_diff: max |difference| of offset1 (pixels) over those cells; graphs: what
-    ran in ONNX Runtime. The split graphs have no confidence matrix to compare (None).
+    of the deployed per-cell confidence, over the cells both call mutual or both not;
+    mutual_flips: the other cells, flip_max_conf the highest confidence among them;
+    confident_cells: cells with conf_max > CONFIDENT in PyTorch; index_agreement:
+    fraction of those with the same match_index; offset_max_diff: max |difference| of
+    offset1 (pixels) over those cells; graphs: what ran in ONNX Runtime. The split graphs
+    have no confidence matrix to compare (None).
     """
 
     conf_matrix_max_diff: float | None
@@ -128,6 +135,8 @@ class ParityReport:
     confident_cells: int
     index_agreement: float
     offset_max_diff: float
+    mutual_flips: int = 0
+    flip_max_conf: float = 0.0
     torch_finite: bool = True
     graphs: str = "onnxruntime"
 
@@ -137,6 +146,7 @@ class ParityReport:
             self.torch_finite
             and (self.conf_matrix_max_diff is None or self.conf_matrix_max_diff < PARITY_TOLERANCE)
             and self.conf_max_max_diff < PARITY_TOLERANCE
+            and self.flip_max_conf < MUTUAL_TIE
             and self.index_agreement == 1.0
             and self.offset_max_diff < 1e-2
         )
@@ -154,7 +164,8 @@ class ParityReport:
         )
         return (
             f"parity ({self.graphs} vs torch): {matrix}"
-            f"conf_max max|diff| {self.conf_max_max_diff:.2e}, match_index equal on "
+            f"conf_max max|diff| {self.conf_max_max_diff:.2e}, {self.mutual_flips} mutual ties flipped"
+            f"{f' (conf <= {self.flip_max_conf:.3f})' if self.mutual_flips else ''}, match_index equal on "
             f"{self.index_agreement:.1%} of {self.confident_cells} cells with conf > {CONFIDENT}, "
             f"offset1 max|diff| {self.offset_max_diff:.2e} px -> {'OK' if self.ok else 'FAILED'}"
         )
@@ -499,12 +510,15 @@ def _compare_cells(
     count = int(confident.sum())
     agreement = float((index_o[confident] == index_t[confident]).mean()) if count else 1.0
     offset_diff = float(np.abs(offset_o[confident] - offset_t[confident]).max()) if count else 0.0
+    flipped = (conf_max_o > 0) != (conf_max_t > 0)
     return ParityReport(
         conf_matrix_max_diff=None,
-        conf_max_max_diff=float(np.abs(conf_max_o - conf_max_t).max()),
+        conf_max_max_diff=float(np.abs(conf_max_o - conf_max_t)[~flipped].max(initial=0.0)),
         confident_cells=count,
         index_agreement=agreement,
         offset_max_diff=offset_diff,
+        mutual_flips=int(flipped.sum()),
+        flip_max_conf=float(np.maximum(conf_max_o, conf_max_t)[flipped].max(initial=0.0)),
         torch_finite=bool(np.isfinite(conf_max_t).all() and np.isfinite(offset_t).all()),
         graphs=graphs,
     )
