@@ -495,5 +495,5 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
         [*command[:4], "--run-dir", str(tmp_path / "x"), "--milestones", "0.5,1.2"]
     )
     assert "--corner-jitter and --max-shift must be in" in refused(
-        [*command[:4], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"]
+        [*command[:6], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"]
     )
