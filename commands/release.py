@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from coarse_loftr.inference.paths import WEIGHTS_DIR
+from coarse_loftr.inference.weights import ROLES
 
 from . import CommandError, sizes_arg
 
@@ -34,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="input size of the live-video model (the default's if omitted)",
     )
+    parser.add_argument(
+        "--roles",
+        default=",".join(ROLES),
+        help="the roles this release takes, comma-separated (default: both); the manifest's "
+        "other role keeps its model, e.g. another checkpoint's live model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,16 +49,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.checkpoint.is_file():
         raise CommandError(f"checkpoint not found: {args.checkpoint}")
+    roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
     default = args.default[0] if args.default else args.sizes[0]
     live = args.live[0] if args.live else default
     for option, size in (("--default", default), ("--live", live)):
-        if size not in args.sizes:
+        if option[2:] in roles and size not in args.sizes:
             raise CommandError(f"{option} {size[0]}x{size[1]} is not among --sizes")
-    for model in release(args.checkpoint, args.out, args.sizes, default, args.name, live_size=live):
+    try:
+        released = release(args.checkpoint, args.out, args.sizes, default, args.name, live, roles)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    for model in released:
         split = "" if model.split is None else f" + {model.split[0].name}, {model.split[1].name}"
         print(f"{model.key}: {model.onnx} ({model.onnx.stat().st_size / 1e6:.1f} MB){split} {model.parity}")
-    print(
-        f"manifest: {args.out / 'manifest.json'} (default {args.name}_{default[0]}x{default[1]}, "
-        f"live {args.name}_{live[0]}x{live[1]})"
-    )
+    manifest = json.loads((args.out / "manifest.json").read_text())
+    print(f"manifest: {args.out / 'manifest.json'} (" + ", ".join(f"{r} {manifest[r]}" for r in ROLES) + ")")
     return 0

@@ -159,6 +159,28 @@ PRESETS: dict[str, ModelConfig] = {
         fine2_depth=2,
         fine3_dim=8,
     ),
+    # The same matcher on a 1/16 grid, for full-resolution input at the token count of
+    # the 1/8 grid on half the size: a fourth backbone stage gives the coarse tokens, the
+    # first refinement level moves to stride 8 and the second, at stride 2, searches a
+    # wider window from that coarser estimate. Stages 1-3, the transformer and the last
+    # two levels have the student's shapes, so a student checkpoint initialises them.
+    "student16": ModelConfig(
+        name="student16",
+        backbone=BackboneConfig(
+            stem_dim=16,
+            widths=(16, 32, 64, 96),
+            strides=(1, 2, 2, 2),
+            blocks=(1, 1, 2, 2),
+            fine_stage=3,
+            fine2_stage=1,
+        ),
+        fine_depth=2,
+        fine2_dim=24,
+        fine2_window=7,
+        fine2_kernel=3,
+        fine2_depth=2,
+        fine3_dim=8,
+    ),
     "teacher": ModelConfig(
         name="teacher",
         backbone=BackboneConfig(

@@ -127,6 +127,33 @@ def test_third_level_describes_image0_cells_from_their_own_pixels():
     assert not head.train().reads_patches()
 
 
+@pytest.mark.parametrize("level", [2, 3])
+def test_on_a_16_pixel_grid_both_later_levels_describe_cells_from_their_own_pixels(level):
+    """With 16-pixel cells the second level's reach (a 6x6 patch of its stride-2 pixels
+    around a cell's 2x2 centre) fits inside the cell too, so `student16` reads patches at
+    both levels. Random batch-norm statistics, so that it is not the identity."""
+    torch.manual_seed(6)
+    model = CoarseLoFTR(get_preset("student16"))
+    head = model.fine2_head if level == 2 else model.fine3_head
+    for layer in head.proj.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+            layer.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    channels = 1 if level == 3 else model.config.backbone.widths[0]
+    ratio = 16 // head.stride
+    source = torch.rand(2, channels, 3 * ratio, 4 * ratio)
+    with torch.no_grad():
+        dense = head.proj(source)
+        middle = (ratio // 2 - 1, ratio // 2)
+        centre = sum(dense[:, :, y::ratio, x::ratio] for y in middle for x in middle) / 4
+        assert head.reads_patches()
+        torch.testing.assert_close(
+            head.describe_cells(source), centre.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5
+        )
+
+
 def test_linear_attention_equals_its_quadratic_form():
     torch.manual_seed(1)
     q, k, v = torch.randn(3, 2, 1, 7, 4)
@@ -156,10 +183,11 @@ def test_predict_returns_mutual_nearest_neighbours_only(student):
         assert (conf_max[0, i] > 0) == mutual
 
 
-@pytest.mark.parametrize("preset", ["student", "teacher", "coarse_loftr_trt"])
+@pytest.mark.parametrize("preset", ["student", "student16", "teacher", "coarse_loftr_trt"])
 def test_a_reference_described_once_gives_predicts_outputs(preset):
     """The stream's split (image0's half once, then each frame) is `predict` itself, for
-    three, one and no refinement levels; another image0 gives other outputs."""
+    three (on a 1/8 and a 1/16 grid), one and no refinement levels; another image0 gives
+    other outputs."""
     torch.manual_seed(4)
     model = CoarseLoFTR(get_preset(preset)).eval()
     stride = model.config.coarse_stride

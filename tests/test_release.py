@@ -29,18 +29,18 @@ def release_cli(
     )
 
 
-@pytest.fixture(scope="module")
-def training_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint in the trainer's format (config + model + optimiser state)."""
+def write_training_checkpoint(folder: Path, preset: str) -> Path:
+    """A random-initialised preset saved in the trainer's format (config + model +
+    optimiser state)."""
     import torch
 
     from coarse_loftr.inference.config import get_preset
     from coarse_loftr.inference.model import CoarseLoFTR
 
     torch.manual_seed(1)
-    model = CoarseLoFTR(get_preset("student"))
+    model = CoarseLoFTR(get_preset(preset))
     optimizer = torch.optim.AdamW(model.parameters())
-    path = tmp_path_factory.mktemp("run") / "last.pt"
+    path = folder / "last.pt"
     torch.save(
         {
             "config": model.config.to_dict(),
@@ -51,6 +51,11 @@ def training_checkpoint(tmp_path_factory) -> Path:
         path,
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def training_checkpoint(tmp_path_factory) -> Path:
+    return write_training_checkpoint(tmp_path_factory.mktemp("run"), "student")
 
 
 def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path):
@@ -119,3 +124,59 @@ def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_pa
     result = release_cli(training_checkpoint, tmp_path, "--sizes", "320x240", "--live", "160x120")
     assert result.returncode == 2
     assert "--live 160x120 is not among --sizes" in result.stderr
+
+
+def test_two_checkpoints_share_a_folder_one_role_each(training_checkpoint, tmp_path):
+    """A 1/16-grid model released with --roles default joins the student's folder: the
+    default moves to it, the live role stays with the student, and the descriptions say so."""
+    first = release_cli(
+        training_checkpoint,
+        tmp_path,
+        "--sizes",
+        "160x120,224x168",
+        "--default",
+        "224x168",
+        "--live",
+        "160x120",
+    )
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "run16").mkdir()
+    grid16 = write_training_checkpoint(tmp_path / "run16", "student16")
+    second = release_cli(
+        grid16, tmp_path, "--name", "student16", "--sizes", "320x240", "--roles", "default", timeout=300
+    )
+    assert second.returncode == 0, second.stderr
+    assert "default student16_320x240, live student_160x120" in second.stdout
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    descriptions = {key: entry["description"] for key, entry in manifest["models"].items()}
+    assert descriptions == {
+        "student_160x120": "live video; 20x15 coarse grid",
+        "student_224x168": "28x21 coarse grid",
+        "student16_320x240": "uploads, CLI, Matcher() (default); 20x15 coarse grid",
+    }
+    assert manifest["models"]["student16_320x240"]["checkpoint"] == "student16.pt"
+    assert all(path.is_file() for path in split_paths(tmp_path / "student16_320x240.onnx"))
+
+    from coarse_loftr.inference import Matcher
+    from coarse_loftr.inference.io import read_image
+
+    image = read_image(PAIRS / "0001_a.jpg")  # 640x480
+    for size, stride, matcher in (
+        ((320, 240), 16, Matcher(weights=tmp_path)),
+        ((160, 120), 8, Matcher(weights=tmp_path, role="live")),
+    ):
+        assert matcher.input_size == size
+        result = matcher.match(image, image, threshold=0.0)
+        lattice = (result.keypoints0 + 0.5) / (stride * 640 / size[0]) - 0.5
+        np.testing.assert_allclose(lattice, np.round(lattice), atol=1e-3)
+
+
+def test_a_role_left_out_must_already_have_a_model(training_checkpoint, tmp_path):
+    result = release_cli(training_checkpoint, tmp_path, "--sizes", "160x120", "--roles", "live")
+    assert result.returncode == 2
+    assert "no default model in" in result.stderr and "release one for that role too" in result.stderr
+    assert not (tmp_path / "manifest.json").exists()
+    result = release_cli(training_checkpoint, tmp_path, "--sizes", "160x120", "--roles", "default,stream")
+    assert (
+        result.returncode == 2 and "roles must be among default, live, got default, stream" in result.stderr
+    )

@@ -14,6 +14,7 @@ import torch
 from coarse_loftr.inference.checkpoint import load_checkpoint
 from coarse_loftr.inference.export import export_onnx, export_split_onnx
 from coarse_loftr.inference.graph import split_paths
+from coarse_loftr.inference.weights import ROLES
 
 MANIFEST = "manifest.json"
 
@@ -34,11 +35,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: What each role's model is for, as the manifest's descriptions say it.
+USES = {"default": "uploads, CLI, Matcher() (default)", "live": "live video"}
+
+
 def describe(size: tuple[int, int], stride: int, roles: list[str]) -> str:
     """The manifest's description of a model, e.g. 'live video; 40x30 coarse grid'."""
-    uses = {"default": "uploads, CLI, Matcher() (default)", "live": "live video"}
     grid = f"{size[0] // stride}x{size[1] // stride} coarse grid"
-    return "; ".join([uses[role] for role in roles] + [grid])
+    return "; ".join([USES[role] for role in roles] + [grid])
 
 
 def release(
@@ -48,13 +52,31 @@ def release(
     default_size: tuple[int, int],
     name: str,
     live_size: tuple[int, int] | None = None,
+    roles: tuple[str, ...] = ROLES,
 ) -> list[ReleasedModel]:
     """Write out_dir/{name}.pt, {name}_{W}x{H}.onnx per size, and merge the entries into
     out_dir/manifest.json (other models already listed there stay). The manifest's
     `default` and `live` roles (see `inference.weights`) name the entries of
-    `default_size` and `live_size` (None: the default's). The models of the two roles
-    also get their split graphs (`export_split_onnx`), which the stream and the rotation
-    search run; a size without a role loses any split graphs an earlier release left."""
+    `default_size` and `live_size` (None: the default's); only the `roles` listed move
+    to this release, so that two checkpoints can share a folder (the others keep the
+    entries an earlier release gave them). The models of the roles taken also get their
+    split graphs (`export_split_onnx`), which the stream and the rotation search run; a
+    size without a role loses any split graphs an earlier release left."""
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles must be among {', '.join(ROLES)}, got {', '.join(roles) or 'none'}")
+    manifest_path = out_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
+    keys = [f"{name}_{width}x{height}" for width, height in sizes]
+    chosen = {"default": default_size, "live": live_size or default_size}
+    owners = {}  # role -> the manifest entry it names after this release
+    for role in ROLES:
+        if role in roles:
+            owners[role] = f"{name}_{chosen[role][0]}x{chosen[role][1]}"
+        elif manifest.get(role) in set(manifest["models"]) | set(keys):
+            owners[role] = manifest[role]
+        else:
+            raise ValueError(f"no {role} model in {manifest_path} to keep; release one for that role too")
     out_dir.mkdir(parents=True, exist_ok=True)
     model, config = load_checkpoint(checkpoint)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -62,18 +84,14 @@ def release(
     slim = out_dir / f"{name}.pt"
     # Weights and architecture only: the optimiser state would triple the file.
     torch.save({"config": config.to_dict(), "model_state_dict": model.state_dict(), "training": state}, slim)
-    manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
-    live_size = live_size or default_size
     released = []
-    for size in sizes:
-        roles = [role for role, chosen in (("default", default_size), ("live", live_size)) if chosen == size]
-        key = f"{name}_{size[0]}x{size[1]}"
+    for size, key in zip(sizes, keys):
+        taken = [role for role in ROLES if owners[role] == key]
         onnx_path = out_dir / f"{key}.onnx"
         report = export_onnx(model, onnx_path, size)
         parity = report.summary().splitlines()[-1]
         split = None
-        if roles:
+        if taken:
             split_report = export_split_onnx(model, onnx_path, size)
             split = (split_report.reference, split_report.frame)
             parity += "; split " + split_report.summary().splitlines()[-1]
@@ -85,13 +103,14 @@ def release(
             "onnx": onnx_path.name,
             "checkpoint": slim.name,
             "input_size": list(size),
-            "description": describe(size, config.coarse_stride, roles),
+            "description": describe(size, config.coarse_stride, taken),
             "sha256": _sha256(onnx_path),
         }
         released.append(ReleasedModel(key, onnx_path, size, parity, split))
-    for role, size in (("default", default_size), ("live", live_size)):
-        manifest[role] = f"{name}_{size[0]}x{size[1]}"
-        if manifest[role] not in manifest["models"]:
-            raise ValueError(f"{role} model {manifest[role]} is not among the released models")
+    for key, entry in manifest["models"].items():
+        if key not in keys:  # another release's model: its grid stays, its roles may have moved
+            grid = entry.get("description", "").split("; ")[-1]
+            entry["description"] = "; ".join([USES[role] for role in ROLES if owners[role] == key] + [grid])
+    manifest.update(owners)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return released
