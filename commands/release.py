@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     roles = tuple(role.strip() for role in args.roles.split(",") if role.strip())
     default = args.default[0] if args.default else args.sizes[0]
     live = args.live[0] if args.live else default
-    for option, size in (("--default", default), ("--live", live)):
-        if option[2:] in roles and size not in args.sizes:
-            raise CommandError(f"{option} {size[0]}x{size[1]} is not among --sizes")
+    for role, size in (("default", default), ("live", live)):
+        if role in roles and size not in args.sizes:
+            raise CommandError(f"--{role} {size[0]}x{size[1]} is not among --sizes")
     try:
         released = release(args.checkpoint, args.out, args.sizes, default, args.name, live, roles)
     except ValueError as error:
