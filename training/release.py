@@ -41,8 +41,16 @@ USES = {"default": "uploads, CLI, Matcher() (default)", "live": "live video"}
 
 def describe(size: tuple[int, int], stride: int, roles: list[str]) -> str:
     """The manifest's description of a model, e.g. 'live video; 40x30 coarse grid'."""
-    grid = f"{size[0] // stride}x{size[1] // stride} coarse grid"
+    return _with_uses(f"{size[0] // stride}x{size[1] // stride} coarse grid", roles)
+
+
+def _with_uses(grid: str, roles: list[str]) -> str:
     return "; ".join([USES[role] for role in roles] + [grid])
+
+
+def model_key(name: str, size: tuple[int, int]) -> str:
+    """The manifest entry (and file stem) of a released model, e.g. 'student_640x480'."""
+    return f"{name}_{size[0]}x{size[1]}"
 
 
 def release(
@@ -67,12 +75,12 @@ def release(
         raise ValueError(f"roles must be among {', '.join(ROLES)}, got {', '.join(roles) or 'none'}")
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"models": {}}
-    keys = [f"{name}_{width}x{height}" for width, height in sizes]
+    keys = [model_key(name, size) for size in sizes]
     chosen = {"default": default_size, "live": live_size or default_size}
     owners = {}  # role -> the manifest entry it names after this release
     for role in ROLES:
         if role in roles:
-            owners[role] = f"{name}_{chosen[role][0]}x{chosen[role][1]}"
+            owners[role] = model_key(name, chosen[role])
         elif manifest.get(role) in set(manifest["models"]) | set(keys):
             owners[role] = manifest[role]
         else:
@@ -110,7 +118,7 @@ def release(
     for key, entry in manifest["models"].items():
         if key not in keys:  # another release's model: its grid stays, its roles may have moved
             grid = entry.get("description", "").split("; ")[-1]
-            entry["description"] = "; ".join([USES[role] for role in ROLES if owners[role] == key] + [grid])
+            entry["description"] = _with_uses(grid, [role for role in ROLES if owners[role] == key])
     manifest.update(owners)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return released
