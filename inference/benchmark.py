@@ -6,8 +6,9 @@ All methods run in one process on the same decoded images (the eval-dev pairs wh
 ../shared is beside the repository, else deterministic synthetic pairs), resized to
 each benchmarked input size. Each measurement is one pair, split into pre-processing,
 inference (the network, or detection + description for ORB / SIFT) and match
-extraction (or descriptor matching). Torch is imported only to export a model that has
-no ONNX file yet.
+extraction (or descriptor matching). The methods take turns pair by pair rather than
+one after another, so that the ratios of one run hold on a machine whose speed drifts.
+Torch is imported only to export a model that has no ONNX file yet.
 """
 
 from __future__ import annotations
@@ -137,82 +138,82 @@ def _stats(samples: dict[str, list[float]]) -> tuple[dict[str, float], dict[str,
     return median, p90
 
 
-def bench_matcher(
-    matcher: Matcher,
-    pairs: list[BenchPair],
-    repeat: int,
-    label: str,
-    gflops: float | None,
-    note: str = "",
-    rotations: bool = False,
-) -> BenchRow:
-    """Time `matcher.match` (with `rotations`: its rotation search) on every pair
-    `repeat` times after one warm-up run."""
+@dataclass(frozen=True)
+class TimedMethod:
+    """What one row times: `once(pair)` runs the method on a pair and returns its
+    per-phase milliseconds and match count; the rest names the row (see `BenchRow`)."""
+
+    once: Callable[[BenchPair], tuple[dict[str, float], int]]
+    method: str
+    backend: str
+    size: tuple[int, int]
+    note: str = ""
+    gflops: float | None = None
+
+
+def matcher_method(
+    matcher: Matcher, label: str, gflops: float | None, note: str = "", rotations: bool = False
+) -> TimedMethod:
+    """`matcher.match` (with `rotations`: its rotation search)."""
 
     def once(pair: BenchPair) -> tuple[dict[str, float], int]:
         result = matcher.match(pair.image0, pair.image1, rotations=rotations)
         return result.timings_ms, len(result)
 
-    width, height = matcher.input_size
-    return _timed_row(once, pairs, repeat, label, matcher.backend.describe(), (width, height), note, gflops)
+    return TimedMethod(once, label, matcher.backend.describe(), matcher.input_size, note, gflops)
 
 
-def bench_stream_frame(
-    matcher: Matcher, pairs: list[BenchPair], repeat: int, label: str, gflops: float | None
-) -> BenchRow:
-    """Time what a stream's frame costs: `matcher.match` of a pair whose image0 the
-    matcher already holds (it needs `image0_cache`), so only image1's half and what the
-    two share run."""
+def stream_frame_method(matcher: Matcher, label: str, gflops: float | None) -> TimedMethod:
+    """What a stream's frame costs: `matcher.match` of a pair whose image0 the matcher
+    already holds (it needs `image0_cache`), so only image1's half and what the two
+    share run."""
 
     def once(pair: BenchPair) -> tuple[dict[str, float], int]:
         matcher.match(pair.image0, pair.image1)  # image0's half is held from here on
         result = matcher.match(pair.image0, pair.image1)
         return result.timings_ms, len(result)
 
-    width, height = matcher.input_size
-    return _timed_row(once, pairs, repeat, label, matcher.backend.describe(), (width, height), "", gflops)
+    return TimedMethod(once, label, matcher.backend.describe(), matcher.input_size, "", gflops)
 
 
-def _timed_row(
-    once: Callable[[BenchPair], tuple[dict[str, float], int]],
-    pairs: list[BenchPair],
-    repeat: int,
-    method: str,
-    backend: str,
-    size: tuple[int, int],
-    note: str = "",
-    gflops: float | None = None,
-) -> BenchRow:
-    """Run `once` (-> per-phase milliseconds, match count) `repeat` times per pair after
-    one warm-up run -> the method's row."""
-    once(pairs[0])
-    samples: dict[str, list[float]] = {phase: [] for phase in PHASES}
-    matches = []
-    for pair in pairs:
-        for _ in range(repeat):
-            times, count = once(pair)
-            for phase in PHASES:
-                samples[phase].append(times[phase])
-            matches.append(count)
-    median, p90 = _stats(samples)
-    return BenchRow(
-        method=method,
-        backend=backend,
-        size=f"{size[0]}x{size[1]}",
-        samples=len(matches),
-        median_ms=median,
-        p90_ms=p90,
-        fps=1e3 / median["total"],
-        matches=float(np.mean(matches)),
-        gflops=gflops,
-        gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
-        note=note,
-    )
+def time_interleaved(methods: Sequence[TimedMethod], pairs: list[BenchPair], repeat: int) -> list[BenchRow]:
+    """Time every method on every pair `repeat` times after one warm-up run each ->
+    their rows, in order. The methods take turns pair by pair, so that a slow spell of
+    a shared machine falls on all of them alike rather than on whichever ran then."""
+    for method in methods:
+        method.once(pairs[0])
+    samples: list[dict[str, list[float]]] = [{phase: [] for phase in PHASES} for _ in methods]
+    matches: list[list[int]] = [[] for _ in methods]
+    for _ in range(repeat):
+        for pair in pairs:
+            for index, method in enumerate(methods):
+                times, count = method.once(pair)
+                for phase in PHASES:
+                    samples[index][phase].append(times[phase])
+                matches[index].append(count)
+    rows = []
+    for method, method_samples, counts in zip(methods, samples, matches, strict=True):
+        median, p90 = _stats(method_samples)
+        gflops = method.gflops
+        rows.append(
+            BenchRow(
+                method=method.method,
+                backend=method.backend,
+                size=f"{method.size[0]}x{method.size[1]}",
+                samples=len(counts),
+                median_ms=median,
+                p90_ms=p90,
+                fps=1e3 / median["total"],
+                matches=float(np.mean(counts)),
+                gflops=gflops,
+                gflops_per_s=gflops / (median["inference"] / 1e3) if gflops else None,
+                note=method.note,
+            )
+        )
+    return rows
 
 
-def bench_opencv(
-    kind: str, pairs: list[BenchPair], size: tuple[int, int], repeat: int, features: int = 4000
-) -> BenchRow:
+def opencv_method(kind: str, size: tuple[int, int], features: int = 4000) -> TimedMethod:
     """ORB or SIFT with `features` keypoints per image, brute-force mutual matching, on
     the pairs resized to `size` (the resize counts as pre-processing)."""
     detector: cv2.Feature2D
@@ -242,10 +243,8 @@ def bench_opencv(
             "total": (end - start) * 1e3,
         }, len(found)
 
-    return _timed_row(
+    return TimedMethod(
         once,
-        pairs,
-        repeat,
         kind.upper(),
         f"opencv {cv2.__version__} ({cv2.getNumThreads()} threads)",
         size,
@@ -253,9 +252,9 @@ def bench_opencv(
     )
 
 
-def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int], repeat: int) -> BenchRow:
-    """Time a `PeerMethod` on the pairs resized to `size` (the resize is pre-processing; its
-    whole `match`, detection to matching, is inference) after one warm-up run."""
+def peer_method(peer: PeerUnderTest, size: tuple[int, int]) -> TimedMethod:
+    """A `PeerMethod` on the pairs resized to `size` (the resize is pre-processing; its
+    whole `match`, detection to matching, is inference)."""
 
     def once(pair: BenchPair) -> tuple[dict[str, float], int]:
         start = time.perf_counter()
@@ -270,7 +269,7 @@ def bench_peer(peer: PeerUnderTest, pairs: list[BenchPair], size: tuple[int, int
             "total": (end - start) * 1e3,
         }, len(keypoints0)
 
-    return _timed_row(once, pairs, repeat, peer.method.name, peer.backend, size, peer.note)
+    return TimedMethod(once, peer.method.name, peer.backend, size, peer.note)
 
 
 @dataclass
@@ -450,18 +449,19 @@ def run_benchmark(
     rotations: bool = False,
 ) -> BenchReport:
     """Every model x backend x size (with `rotations`, also with its rotation search),
-    then each OpenCV peer at each size, then each of `others` at its sizes, on the same
-    pairs."""
+    each OpenCV peer at each size and each of `others` at its sizes, on the same pairs,
+    taking turns (`time_interleaved`); the rows come in that order."""
     if threads is not None:
         cv2.setNumThreads(threads)
-    rows = []
-    drawing = None
+    methods = []
+    matchers = []
     for model in models:
         for backend in backends:
             for size in model.sizes or sizes:
                 matcher = Matcher(model.weights, backend=backend, size=size, num_threads=threads)
+                matchers.append(matcher)
                 gflops = model_flops(matcher.files.onnx)
-                rows.append(bench_matcher(matcher, pairs, repeat, model.label, gflops, model.note))
+                methods.append(matcher_method(matcher, model.label, gflops, model.note))
                 split = matcher.files.split if matcher.backend.reuses_image0 else None
                 frame_gflops = None if split is None else model_flops(split[1])
                 if rotations:
@@ -472,22 +472,23 @@ def run_benchmark(
                     if split is not None and frame_gflops is not None:
                         reference_gflops = model_flops(split[0])
                         searched = None if reference_gflops is None else reference_gflops + 4 * frame_gflops
-                    rows.append(bench_matcher(matcher, pairs, repeat, label, searched, rotations=True))
+                    methods.append(matcher_method(matcher, label, searched, rotations=True))
                 if split is not None:
                     streaming = Matcher(
                         model.weights, backend=backend, size=size, num_threads=threads, image0_cache=1
                     )
+                    matchers.append(streaming)
                     label = f"{model.label}, stream frame"
-                    rows.append(bench_stream_frame(streaming, pairs, repeat, label, frame_gflops))
-                    streaming.close()
-                if drawing is None:  # the overlay's cost, on the first model's matches
-                    drawing = bench_drawing(matcher, pairs, repeat)
-    for kind in peers:
-        for size in sizes:
-            rows.append(bench_opencv(kind, pairs, size, repeat, features))
-    for other in others:
-        for size in other.sizes or sizes:
-            rows.append(bench_peer(other, pairs, size, repeat))
+                    methods.append(stream_frame_method(streaming, label, frame_gflops))
+    methods += [opencv_method(kind, size, features) for kind in peers for size in sizes]
+    methods += [peer_method(other, size) for other in others for size in other.sizes or sizes]
+    try:
+        rows = time_interleaved(methods, pairs, repeat)
+        # The overlay's cost, on the first model's matches.
+        drawing = bench_drawing(matchers[0], pairs, repeat) if matchers else None
+    finally:
+        for matcher in matchers:
+            matcher.close()
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     return BenchReport(source, len(pairs), repeat, threads, machine, rows, drawing)
 

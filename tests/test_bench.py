@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from coarse_loftr.commands import main
-from coarse_loftr.inference.benchmark import load_pairs, synthetic_pair
+from coarse_loftr.inference.benchmark import TimedMethod, load_pairs, synthetic_pair, time_interleaved
 
 PHASES = {"preprocess", "inference", "postprocess", "total"}
 
@@ -91,3 +91,23 @@ def test_synthetic_pairs_without_shared_data(tmp_path):
     again = synthetic_pair(1)
     np.testing.assert_array_equal(pairs[1].image1, again.image1)  # deterministic
     assert pairs[0].image0.shape == (480, 640) and pairs[0].image0.std() > 20
+
+
+def test_methods_take_turns_pair_by_pair():
+    pairs = [synthetic_pair(seed, (64, 48)) for seed in range(2)]
+    calls: list[tuple[str, str]] = []
+
+    def method(name: str, matches: int) -> TimedMethod:
+        def once(pair):
+            calls.append((name, pair.name))
+            return {phase: 1.0 + len(calls) for phase in PHASES}, matches
+
+        return TimedMethod(once, name, "test", (64, 48))
+
+    rows = time_interleaved([method("a", 3), method("b", 5)], pairs, repeat=2)
+    warm_up, timed = calls[:2], calls[2:]
+    assert warm_up == [("a", "synthetic-0"), ("b", "synthetic-0")]
+    # A slow spell of the machine would fall on both methods, not on one of them.
+    assert timed == [(m, p.name) for _ in range(2) for p in pairs for m in ("a", "b")]
+    assert [(row.method, row.samples, row.matches) for row in rows] == [("a", 4, 3.0), ("b", 4, 5.0)]
+    assert rows[0].median_ms["total"] < rows[1].median_ms["total"]  # each row has its own samples

@@ -8,6 +8,7 @@ CI=true the extra is installed (`pip install -e ".[peers]"`) and a missing one f
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from fixture_data import IN_CI, MANIFEST, PUBLISHED_CHECKPOINTS, TRAIN_IMAGES
 
 from coarse_loftr.commands import main
 from coarse_loftr.training.evaluation import OpenCVFeatures, corner_error, load_manifest
+from coarse_loftr.training.evaluation.frontier import frontier_figure
 from coarse_loftr.training.evaluation.geometry import fit_homography
 from coarse_loftr.training.evaluation.methods import LEARNED_PEERS, METHOD_NAMES, PEER_NAMES
 from coarse_loftr.training.evaluation.metrics import warp_points
@@ -229,6 +231,28 @@ def test_plot_frontier_refuses_what_is_not_an_eval_result(capsys, tmp_path):
     bad.write_text(json.dumps({"methods": {"x": {"overall": {}}}}))
     assert main(["plot-frontier", str(bad), "--out", str(tmp_path / "f.png")]) == 2
     assert "no overall match_ms and AUC@5" in one_line_error(capsys)
+
+
+def test_frontier_labels_do_not_cover_each_other():
+    # Five methods within 1.3x of each other in time and 3 points of AUC: the first
+    # placement of every label would print them over each other.
+    crowded = {"ours": (180, 91.9), "ours 544x408": (123, 89.1), "ours 480x360": (103, 88.2)}
+    crowded |= {"sift": (108, 82.3), "ours 576x432": (140, 90.5), "seed": (31, 19.5)}
+    figures = {
+        "methods": {
+            name: {"overall": {"match_ms": ms, "auc": {"5": auc}}} for name, (ms, auc) in crowded.items()
+        }
+    }
+    axes = frontier_figure(figures, "crowded").axes[0]
+    renderer = axes.figure.canvas.get_renderer()
+    boxes = {text.get_text(): text.get_window_extent(renderer) for text in axes.texts}
+    assert set(boxes) == set(crowded)
+    for first, second in itertools.combinations(boxes, 2):
+        assert not boxes[first].overlaps(boxes[second]), (first, second)
+    for name, (ms, auc) in crowded.items():  # each label beside its own point
+        x, y = axes.transData.transform((ms, auc))
+        box = boxes[name]
+        assert min(abs(box.x0 - x), abs(box.x1 - x)) < 12 and box.y0 - 20 < y < box.y1 + 20
 
 
 # --- the held-out training photo --------------------------------------------------------

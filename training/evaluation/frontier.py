@@ -9,10 +9,13 @@ on all of them alike, and the ratios between them hold within the run.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coarse_loftr.inference.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: the AUC threshold (px) on the y axis
 FRONTIER_AUC_PX = "5"
@@ -57,27 +60,24 @@ def read_results(path: Path) -> dict:
 
 
 def plot_frontier(figures: dict, path: Path, title: str) -> None:
-    """Write the picture (PNG, about 40 KB) of `frontier_points(figures)` to `path`; the
-    time axis is logarithmic, since the peers span two orders of magnitude."""
-    import matplotlib
+    """Write the picture (PNG, about 40 KB) of `frontier_figure(figures, title)` to `path`."""
+    frontier_figure(figures, title).savefig(path)
 
-    matplotlib.use("Agg")  # files only: never open a window
-    import matplotlib.pyplot as plt
+
+def frontier_figure(figures: dict, title: str) -> Figure:
+    """The figure of `frontier_points(figures)`, each point named beside it where its label
+    covers no other point or label; the time axis is logarithmic, since the peers span two
+    orders of magnitude. Drawn on its own Agg canvas: no window, no pyplot state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     points = frontier_points(figures)
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    figure = Figure(figsize=(6.4, 4.4), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
     for name, ms, auc in points:
         ours = name.startswith("ours")
         axes.scatter([ms], [auc], s=46, marker="o" if ours else "s", color="tab:blue" if ours else "tab:gray")
-        # A label goes below its point when a point close in time sits a little above it, so
-        # the two labels do not print over each other.
-        crowded = any(
-            0 < other_auc - auc < 10 and abs(math.log(other_ms / ms)) < math.log(1.6)
-            for _, other_ms, other_auc in points
-        )
-        axes.annotate(
-            name, (ms, auc), textcoords="offset points", xytext=(6, -11) if crowded else (6, 4), fontsize=8
-        )
     axes.set_xscale("log")
     axes.set_xlabel("milliseconds per pair (matching, mean; log scale)")
     axes.set_ylabel(f"AUC@{FRONTIER_AUC_PX}px (%)")
@@ -87,5 +87,44 @@ def plot_frontier(figures: dict, path: Path, title: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3, which="both")
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _place_labels(axes, points)
+    return figure
+
+
+#: where a label may sit beside its point, in order of preference: (dx, dy) in points
+#: from the point to the label's anchor corner, and the label's horizontal alignment
+_LABEL_SPOTS = ((6, 4, "left"), (6, -11, "left"), (-6, 4, "right"), (-6, -11, "right"), (6, 13, "left"))
+
+
+def _place_labels(axes, points: list[tuple[str, float, float]]) -> None:
+    """Name each point at the first spot of `_LABEL_SPOTS` whose text overlaps no marker and
+    no label placed before it (the most accurate methods first); failing that, at the
+    first spot. Needs the axes' final layout: positions are measured on the canvas."""
+    renderer = axes.figure.canvas.get_renderer()
+    half = 5.0  # a marker's half size on the canvas, in pixels (s=46 is about 7 points across)
+    taken = []
+    for _, ms, auc in points:
+        x, y = axes.transData.transform((ms, auc))
+        taken.append((x - half, y - half, x + half, y + half))
+    for name, ms, auc in sorted(points, key=lambda point: -point[2]):
+        for spot in _LABEL_SPOTS:
+            label, extent = _label(axes, renderer, name, (ms, auc), spot)
+            if not any(_overlap(extent, other) for other in taken):
+                break
+            label.remove()
+        else:  # no free spot: the first one
+            label, extent = _label(axes, renderer, name, (ms, auc), _LABEL_SPOTS[0])
+        taken.append(extent)
+
+
+def _label(axes, renderer, name: str, point: tuple[float, float], spot: tuple[int, int, str]):
+    """Annotate `point` with `name` at `spot` -> the label and its canvas box (x0, y0, x1, y1)."""
+    dx, dy, align = spot
+    label = axes.annotate(name, point, textcoords="offset points", xytext=(dx, dy), ha=align, fontsize=8)
+    box = label.get_window_extent(renderer)
+    return label, (box.x0, box.y0, box.x1, box.y1)
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two canvas boxes (x0, y0, x1, y1) overlap."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
