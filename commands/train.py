@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest common move of image1's corners, a share of the size ({AugmentConfig.max_shift})",
     )
     parser.add_argument(
+        "--max-rotation",
+        type=float,
+        help="largest rotation of image1 in degrees, drawn for half of the pairs "
+        f"({AugmentConfig.max_rotation_deg:g})",
+    )
+    parser.add_argument(
         "--depth-scenes",
         type=Path,
         nargs="+",
@@ -116,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
     if any(v is not None and not 0.0 <= v < 0.5 for v in (args.corner_jitter, args.max_shift)):
         raise CommandError("--corner-jitter and --max-shift must be in [0, 0.5)")
+    if args.max_rotation is not None and not 0.0 <= args.max_rotation <= 180.0:
+        raise CommandError(f"--max-rotation must be in [0, 180] degrees, got {args.max_rotation:g}")
     if any(v is not None and v < 1 for v in (args.val_pairs, args.val_every)):
         raise CommandError("--val-pairs and --val-every must be positive")
     # Options are checked before PyTorch loads, so mistakes fail fast.
@@ -133,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             trainable=args.trainable,
             augment=with_overrides(
-                AugmentConfig(), corner_jitter=args.corner_jitter, max_shift=args.max_shift
+                AugmentConfig(),
+                corner_jitter=args.corner_jitter,
+                max_shift=args.max_shift,
+                max_rotation_deg=args.max_rotation,
             ),
             depth=with_overrides(DepthConfig(), tolerance=args.depth_tolerance, share=args.depth_share),
             loss=replace(

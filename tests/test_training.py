@@ -468,6 +468,8 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
         "0.2",
         "--max-shift",
         "0.05",
+        "--max-rotation",
+        "90",
         "--depth-scenes",
         str(scene),
     ]
@@ -479,7 +481,7 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     assert checkpoint["train_config"]["depth"]["share"] == 0.5
     assert list(checkpoint["train_config"]["optim"]["milestones"]) == [0.5]
     augment = checkpoint["train_config"]["augment"]
-    assert (augment["corner_jitter"], augment["max_shift"]) == (0.2, 0.05)
+    assert (augment["corner_jitter"], augment["max_shift"], augment["max_rotation_deg"]) == (0.2, 0.05, 90)
     history = json.loads((run_dir / "history.json").read_text())
     assert [r["pairs"] for r in history] == [4, 8]
     assert all(math.isfinite(r["train_loss"]) for r in history)
@@ -496,4 +498,7 @@ def test_train_command_end_to_end(photo_folder, tmp_path):
     )
     assert "--corner-jitter and --max-shift must be in" in refused(
         [*command[:6], "--run-dir", str(tmp_path / "y"), "--corner-jitter", "0.6"]
+    )
+    assert "--max-rotation must be in [0, 180] degrees" in refused(
+        [*command[:6], "--run-dir", str(tmp_path / "z"), "--max-rotation", "200"]
     )
