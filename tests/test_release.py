@@ -85,6 +85,10 @@ def test_release_writes_a_folder_the_matcher_loads(training_checkpoint, tmp_path
     slim = torch.load(out / "student.pt", map_location="cpu", weights_only=True)
     assert set(slim) == {"config", "model_state_dict", "training"}  # no optimiser state
     assert slim["training"]["pairs_seen"] == 64
+    # Released again from that slim file, the weights keep their place in training.
+    again = release_cli(out / "student.pt", tmp_path / "again", "--sizes", "160x120", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert torch.load(tmp_path / "again" / "student.pt", weights_only=True)["training"]["pairs_seen"] == 64
 
     from coarse_loftr.inference import Matcher
     from coarse_loftr.inference.io import read_image

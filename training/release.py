@@ -16,6 +16,8 @@ from coarse_loftr.inference.export import export_onnx, export_split_onnx
 from coarse_loftr.inference.graph import split_paths
 from coarse_loftr.inference.weights import ROLES
 
+from .trainer import training_position
+
 MANIFEST = "manifest.json"
 
 
@@ -88,7 +90,7 @@ def release(
     out_dir.mkdir(parents=True, exist_ok=True)
     model, config = load_checkpoint(checkpoint)
     raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = raw.get("state", {}) if isinstance(raw, dict) else {}
+    state = training_position(raw) if isinstance(raw, dict) else {}
     slim = out_dir / f"{name}.pt"
     # Weights and architecture only: the optimiser state would triple the file.
     torch.save({"config": config.to_dict(), "model_state_dict": model.state_dict(), "training": state}, slim)

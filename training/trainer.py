@@ -280,6 +280,12 @@ def load_teacher(path: Path) -> CoarseLoFTR:
     return teacher
 
 
+def training_position(checkpoint: dict) -> dict:
+    """Where in training a checkpoint was saved (pairs seen, steps, wall seconds...): a
+    run's last.pt keeps it as "state", a released student.pt as "training"; {} if neither."""
+    return checkpoint.get("state", checkpoint.get("training", {}))
+
+
 def train(
     config: TrainConfig,
     train_set,
@@ -327,9 +333,7 @@ def train(
             k: v for k, v in checkpoint["model_state_dict"].items() if k in own and own[k].shape == v.shape
         }
         model.load_state_dict(fitting, strict=False)
-        # A run's last.pt keeps "state" and "history"; a released student.pt its "training".
-        position = checkpoint.get("state", checkpoint.get("training", {}))
-        state = TrainState(**position, history=checkpoint.get("history", []))
+        state = TrainState(**training_position(checkpoint), history=checkpoint.get("history", []))
         state.warmup_origin = state.steps
         log.info(
             "initialised from %s at %d pairs; new tensors: %s",
