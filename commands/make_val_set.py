@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder to write ({DEFAULT_OUT})")
     parser.add_argument("--pairs-per-level", type=int, default=40, help="pairs of each difficulty (40)")
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed, which draws the split")
+    parser.add_argument(
+        "--levels",
+        type=lambda text: tuple(part.strip() for part in text.split(",")),
+        default=("easy", "medium", "hard"),
+        help="difficulties to render, among easy, medium, hard (the eval protocol's) and rotated "
+        "(45-90 degrees, ours) (easy,medium,hard)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise CommandError(f"photo folder not found: {args.images}")
     try:
-        manifest = write_validation_set(args.images, args.out, args.pairs_per_level, seed=args.seed)
+        manifest = write_validation_set(
+            args.images, args.out, args.pairs_per_level, seed=args.seed, levels=args.levels
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from None
     count, photos = len(manifest["pairs"]), len(manifest["photos"])

@@ -13,7 +13,7 @@ import pytest
 from coarse_loftr.commands import main
 from coarse_loftr.training.evaluation.pairs import load_manifest
 from coarse_loftr.training.homography_pairs import list_images, split_images
-from coarse_loftr.training.validation_set import LEVELS, overlap_share
+from coarse_loftr.training.validation_set import ALL_LEVELS, LEVELS, overlap_share
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,27 @@ def test_the_same_photos_and_seed_give_the_same_files(photos, val_set, tmp_path)
         assert (tmp_path / "pairs" / image.name).read_bytes() == image.read_bytes()
 
 
+def test_the_rotated_level_turns_beyond_the_protocol(photos, val_set, tmp_path):
+    args = ["make-val-set", str(photos), "--out", str(tmp_path), "--pairs-per-level", "3"]
+    assert main([*args, "--levels", "hard,rotated"]) == 0
+    pairs = load_manifest(tmp_path / "manifest.json")
+    assert [p.labels["difficulty"] for p in pairs] == ["hard"] * 3 + ["rotated"] * 3
+    level = ALL_LEVELS["rotated"]
+    for pair in pairs[3:]:
+        assert overlap_share(pair.homography, (640, 480)) >= level.min_overlap
+        turn = abs(rotation_deg(pair.homography, (640, 480)))
+        assert level.rotation_deg[0] - 8 <= turn <= level.rotation_deg[1] + 8, (pair.id, turn)
+    # A level's pairs do not depend on the others asked for: these hard pairs are the
+    # default set's (its pairs 7-9).
+    for index in range(3):
+        ours, default = f"{index + 1:04d}_b.jpg", f"{index + 7:04d}_b.jpg"
+        assert (tmp_path / "pairs" / ours).read_bytes() == (val_set / "pairs" / default).read_bytes()
+
+
 def test_bad_options_fail_in_one_line(photos, tmp_path, capsys):
     assert main(["make-val-set", str(photos), "--out", str(tmp_path), "--pairs-per-level", "0"]) == 2
     assert main(["make-val-set", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert main(["make-val-set", str(photos), "--out", str(tmp_path), "--levels", "easy,upside-down"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and "pairs-per-level" in errors[0] and "not found" in errors[1]
+    assert len(errors) == 3 and "pairs-per-level" in errors[0] and "not found" in errors[1]
+    assert "levels must be among easy, medium, hard, rotated" in errors[2]
