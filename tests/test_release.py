@@ -184,3 +184,50 @@ def test_a_role_left_out_must_already_have_a_model(training_checkpoint, tmp_path
     assert (
         result.returncode == 2 and "roles must be among default, live, got default, stream" in result.stderr
     )
+
+
+def test_a_release_retires_the_models_it_replaces(training_checkpoint, tmp_path):
+    """One size, one model: a release at sizes another checkpoint had drops that one's
+    entries there unless a role still names them, and its checkpoint once nothing does."""
+    first = release_cli(
+        training_checkpoint,
+        tmp_path,
+        "--sizes",
+        "256x192,320x240",
+        "--default",
+        "320x240",
+        "--live",
+        "256x192",
+    )
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "run16").mkdir()
+    grid16 = write_training_checkpoint(tmp_path / "run16", "student16")
+    args = ["--name", "student16", "--sizes", "320x240", "--roles", "default"]
+    second = release_cli(grid16, tmp_path, *args, timeout=300)
+    assert second.returncode == 0, second.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"student_256x192", "student16_320x240"}  # the live one stays
+    assert not (tmp_path / "student_320x240.onnx").exists()
+    assert not any(path.exists() for path in split_paths(tmp_path / "student_320x240.onnx"))
+    assert (tmp_path / "student.pt").is_file()  # the live model's checkpoint
+    # Both roles at both sizes: nothing names the student any more, so its files go.
+    third = release_cli(
+        grid16,
+        tmp_path,
+        "--name",
+        "student16",
+        "--sizes",
+        "256x192,320x240",
+        "--default",
+        "320x240",
+        "--live",
+        "256x192",
+        timeout=300,
+    )
+    assert third.returncode == 0, third.stderr
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(manifest["models"]) == {"student16_256x192", "student16_320x240"}
+    assert not (tmp_path / "student.pt").exists() and not (tmp_path / "student_256x192.onnx").exists()
+    from coarse_loftr.inference import Matcher
+
+    assert Matcher(weights=tmp_path, role="live").input_size == (256, 192)

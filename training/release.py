@@ -65,7 +65,8 @@ def release(
     roles: tuple[str, ...] = ROLES,
 ) -> list[ReleasedModel]:
     """Write out_dir/{name}.pt, {name}_{W}x{H}.onnx per size, and merge the entries into
-    out_dir/manifest.json (other models already listed there stay). The manifest's
+    out_dir/manifest.json (other models already listed there stay, but for those of a
+    released size that no role names any more: one size, one model). The manifest's
     `default` and `live` roles (see `inference.weights`) name the entries of
     `default_size` and `live_size` (None: the default's); only the `roles` listed move
     to this release, so that two checkpoints can share a folder (the others keep the
@@ -117,6 +118,7 @@ def release(
             "sha256": _sha256(onnx_path),
         }
         released.append(ReleasedModel(key, onnx_path, size, parity, split))
+    _retire_replaced(out_dir, manifest, keys, sizes, set(owners.values()))
     for key, entry in manifest["models"].items():
         if key not in keys:  # another release's model: its grid stays, its roles may have moved
             grid = entry.get("description", "").split("; ")[-1]
@@ -124,3 +126,26 @@ def release(
     manifest.update(owners)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return released
+
+
+def _retire_replaced(
+    out_dir: Path, manifest: dict, keys: list[str], sizes: list[tuple[int, int]], kept: set[str]
+) -> None:
+    """Drop from `manifest` (and from `out_dir`) the entries of another release at one of
+    `sizes` that no role names any more, so that one size means one model; a checkpoint
+    goes with them once no entry uses it."""
+    released_sizes = set(sizes)
+    replaced = {
+        key: entry
+        for key, entry in manifest["models"].items()
+        if key not in keys and key not in kept and tuple(entry["input_size"]) in released_sizes
+    }
+    for key, entry in replaced.items():
+        del manifest["models"][key]
+        onnx_path = out_dir / entry["onnx"]
+        for path in (onnx_path, *split_paths(onnx_path)):
+            path.unlink(missing_ok=True)
+    in_use = {entry.get("checkpoint") for entry in manifest["models"].values()}
+    for checkpoint in {entry.get("checkpoint") for entry in replaced.values()} - in_use:
+        if checkpoint:
+            (out_dir / checkpoint).unlink(missing_ok=True)
