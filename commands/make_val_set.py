@@ -21,9 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--levels",
         type=lambda text: tuple(part.strip() for part in text.split(",")),
-        default=("easy", "medium", "hard"),
-        help="difficulties to render, among easy, medium, hard (the eval protocol's) and rotated "
-        "(45-90 degrees, ours) (easy,medium,hard)",
+        help="difficulties to render, comma-separated, among easy, medium, hard (the eval "
+        "protocol's levels, the default) and rotated (45-90 degrees, ours)",
     )
 
 
@@ -35,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise CommandError(f"photo folder not found: {args.images}")
     try:
-        manifest = write_validation_set(
-            args.images, args.out, args.pairs_per_level, seed=args.seed, levels=args.levels
-        )
+        levels = {} if args.levels is None else {"levels": args.levels}
+        manifest = write_validation_set(args.images, args.out, args.pairs_per_level, seed=args.seed, **levels)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from None
     count, photos = len(manifest["pairs"]), len(manifest["photos"])
