@@ -29,6 +29,19 @@ def release_cli(
     )
 
 
+def release_roles(
+    checkpoint: Path, out: Path, default: str, live: str, *options: str, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    """`release_cli` of the sizes of both roles, `default` for uploads and `live` for the
+    stream; fails the test if the release does."""
+    sizes = ",".join(dict.fromkeys([live, default]))
+    result = release_cli(
+        checkpoint, out, "--sizes", sizes, "--default", default, "--live", live, *options, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def write_training_checkpoint(folder: Path, preset: str) -> Path:
     """A random-initialised preset saved in the trainer's format (config + model +
     optimiser state)."""
@@ -133,17 +146,7 @@ def test_release_refuses_a_default_outside_the_sizes(training_checkpoint, tmp_pa
 def test_two_checkpoints_share_a_folder_one_role_each(training_checkpoint, tmp_path):
     """A 1/16-grid model released with --roles default joins the student's folder: the
     default moves to it, the live role stays with the student, and the descriptions say so."""
-    first = release_cli(
-        training_checkpoint,
-        tmp_path,
-        "--sizes",
-        "160x120,224x168",
-        "--default",
-        "224x168",
-        "--live",
-        "160x120",
-    )
-    assert first.returncode == 0, first.stderr
+    release_roles(training_checkpoint, tmp_path, "224x168", "160x120")
     (tmp_path / "run16").mkdir()
     grid16 = write_training_checkpoint(tmp_path / "run16", "student16")
     second = release_cli(
@@ -189,17 +192,7 @@ def test_a_role_left_out_must_already_have_a_model(training_checkpoint, tmp_path
 def test_a_release_retires_the_models_it_replaces(training_checkpoint, tmp_path):
     """One size, one model: a release at sizes another checkpoint had drops that one's
     entries there unless a role still names them, and its checkpoint once nothing does."""
-    first = release_cli(
-        training_checkpoint,
-        tmp_path,
-        "--sizes",
-        "256x192,320x240",
-        "--default",
-        "320x240",
-        "--live",
-        "256x192",
-    )
-    assert first.returncode == 0, first.stderr
+    release_roles(training_checkpoint, tmp_path, "320x240", "256x192")
     (tmp_path / "run16").mkdir()
     grid16 = write_training_checkpoint(tmp_path / "run16", "student16")
     args = ["--name", "student16", "--sizes", "320x240", "--roles", "default"]
@@ -211,20 +204,7 @@ def test_a_release_retires_the_models_it_replaces(training_checkpoint, tmp_path)
     assert not any(path.exists() for path in split_paths(tmp_path / "student_320x240.onnx"))
     assert (tmp_path / "student.pt").is_file()  # the live model's checkpoint
     # Both roles at both sizes: nothing names the student any more, so its files go.
-    third = release_cli(
-        grid16,
-        tmp_path,
-        "--name",
-        "student16",
-        "--sizes",
-        "256x192,320x240",
-        "--default",
-        "320x240",
-        "--live",
-        "256x192",
-        timeout=300,
-    )
-    assert third.returncode == 0, third.stderr
+    release_roles(grid16, tmp_path, "320x240", "256x192", "--name", "student16", timeout=300)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["models"]) == {"student16_256x192", "student16_320x240"}
     assert not (tmp_path / "student.pt").exists() and not (tmp_path / "student_256x192.onnx").exists()
