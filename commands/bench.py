@@ -189,7 +189,8 @@ def _other_peers(args: argparse.Namespace, names: tuple[str, ...], tmp: Path) ->
         elif name == SEED:
             from coarse_loftr.training.evaluation.seed import PublishedStudent
 
-            seed = PublishedStudent(args.seed_checkpoint, tmp, num_threads=args.threads)
+            # As the bench runs our models (`bench_matcher`).
+            seed = PublishedStudent(args.seed_checkpoint, tmp, num_threads=args.threads, spin_wait=False)
             note = (
                 f"published {args.seed_checkpoint.name}, exported to ONNX, run as its demo: "
                 "640x480, confidence > 0.01, cell corners"

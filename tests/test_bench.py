@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from coarse_loftr.commands import main
-from coarse_loftr.inference.benchmark import TimedMethod, load_pairs, synthetic_pair, time_interleaved
+from coarse_loftr.inference import Matcher
+from coarse_loftr.inference.benchmark import (
+    TimedMethod,
+    bench_matcher,
+    load_pairs,
+    synthetic_pair,
+    time_interleaved,
+)
 
 PHASES = {"preprocess", "inference", "postprocess", "total"}
 
@@ -111,3 +118,21 @@ def test_methods_take_turns_pair_by_pair():
     assert timed == [(m, p.name) for _ in range(2) for p in pairs for m in ("a", "b")]
     assert [(row.method, row.samples, row.matches) for row in rows] == [("a", 4, 3.0), ("b", 4, 5.0)]
     assert rows[0].median_ms["total"] < rows[1].median_ms["total"]  # each row has its own samples
+
+
+def test_bench_sessions_do_not_spin_between_turns():
+    """The methods take turns, so a session left spinning would take the next one's
+    cores: the bench's sessions, whole and split, are made with spinning off, where a
+    `Matcher` made directly keeps ONNX Runtime's default."""
+    key = "session.intra_op.allow_spinning"
+    timed = bench_matcher(None, "onnxruntime", (320, 240), 1, image0_cache=1)
+    direct = Matcher(backend="onnxruntime", size=(320, 240), num_threads=1)
+    try:
+        sessions = [timed.backend.session, timed.backend.reference_session, timed.backend.frame_session]
+        assert all(session is not None for session in sessions)
+        assert {session.get_session_options().get_session_config_entry(key) for session in sessions} == {"0"}
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            direct.backend.session.get_session_options().get_session_config_entry(key)  # the default
+    finally:
+        timed.close()
+        direct.close()

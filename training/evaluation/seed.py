@@ -42,7 +42,7 @@ class PublishedStudent:
 
     checkpoint: LoFTR_teacher.pt (or any checkpoint `inference.checkpoint` reads);
     folder: where its ONNX export is written (default: a temporary folder the method owns);
-    backend, num_threads: our runtime's.
+    backend, num_threads, spin_wait: our runtime's (see `Matcher`).
     """
 
     name = SEED
@@ -53,6 +53,7 @@ class PublishedStudent:
         folder: Path | None = None,
         backend: str = "auto",
         num_threads: int | None = None,
+        spin_wait: bool = True,
     ) -> None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
@@ -81,6 +82,7 @@ class PublishedStudent:
             backend=backend,
             match=MatchConfig(threshold=SEED_THRESHOLD, refine=False),
             num_threads=num_threads,
+            spin_wait=spin_wait,
         )
         # Our cells are read at their centre ((i + 0.5) * s - 0.5); the demo's at i * s.
         self._corner_shift = self.matcher.info.coarse_stride / 2.0 - 0.5
