@@ -444,8 +444,7 @@ def bench_matcher(
 ) -> Matcher:
     """A `Matcher` as the bench times it: its runtime's idle threads do not spin for work.
     The methods take turns, and a pool left spinning after one method's run takes the
-    cores from the next method's (alternating two ONNX Runtime sessions that spin made
-    the second 1.4x slower here); the service runs its sessions the same way."""
+    cores from the next method's run; the service runs its sessions the same way."""
     return Matcher(
         weights, backend=backend, size=size, num_threads=threads, image0_cache=image0_cache, spin_wait=False
     )

@@ -107,26 +107,23 @@ def test_predict_chains_the_three_levels(student):
     assert not torch.allclose(third, second)  # the third level moved the points
 
 
-@pytest.mark.parametrize("level", [2, 3])
-def test_later_levels_describe_image0_cells_from_their_own_pixels(level):
-    """In eval mode the later levels read a patch around each cell's 2x2 centre instead
-    of projecting the whole image: the third level 6x6 of a cell's 8x8 pixels, the second
-    6x6 stride-2 pixels over a 4x4 cell and one pixel of each neighbour (zero padding past
-    the image's edge, as the first dense conv pads). The descriptors are the dense map's
-    at the cell centres, border cells included. The shipped weights, so batch norm is not
-    the identity; training needs whole maps, so it stays dense."""
+def test_third_level_describes_image0_cells_from_their_own_pixels():
+    """In eval mode the third level reads a 6x6 patch of each cell's 8x8 pixels; its
+    descriptors are the dense map's at the cell centres, border cells included (the dense
+    convs' zero padding lies outside every patch). The shipped weights, so batch norm is
+    not the identity. Level 2 reaches past its cells and training needs whole maps: both
+    stay dense."""
     model, _ = load_checkpoint(WEIGHTS_DIR / "student.pt")
-    head = model.eval().fine2_head if level == 2 else model.fine3_head
-    channels = model.config.backbone.widths[0] if level == 2 else 1
+    head = model.eval().fine3_head
     torch.manual_seed(5)
-    source = torch.rand(2, channels, 6 * head.ratio, 8 * head.ratio)
-    middle = (head.ratio // 2 - 1, head.ratio // 2)
+    images = torch.rand(2, 1, 48, 64)
     with torch.no_grad():
-        dense = head.proj(source)
-        centre = sum(dense[:, :, y :: head.ratio, x :: head.ratio] for y in middle for x in middle) / 4
+        dense = head.proj(images)
+        centre = sum(dense[:, :, y::8, x::8] for y in (3, 4) for x in (3, 4)) / 4
         expected = centre.flatten(2).transpose(1, 2)  # (B, N0, C)
         assert head.reads_patches()
-        torch.testing.assert_close(head.describe_cells(source), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(head.describe_cells(images), expected, atol=1e-5, rtol=1e-5)
+    assert not model.fine2_head.reads_patches()
     assert not head.train().reads_patches()
 
 

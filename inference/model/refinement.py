@@ -173,17 +173,10 @@ class LocalRefiner(RefinementLevel):
         self.window = window
         self.proj = projection(in_ch, dim, kernel, depth)
         # Pixels the projection reads beyond its output on each side, and so the first row
-        # (and column), from a cell's own first one, of the patch that a cell's 2x2 centre
-        # depends on: negative where the patch reaches into the cells before it.
-        convs = [layer for layer in self.proj if isinstance(layer, nn.Conv2d)]
-        margin = sum(layer.kernel_size[0] // 2 for layer in convs)
+        # (and column) inside a cell of the patch that a cell's 2x2 centre depends on.
+        margin = sum(layer.kernel_size[0] // 2 for layer in self.proj if isinstance(layer, nn.Conv2d))
         self.patch_start = self.ratio // 2 - 1 - margin
         self.patch_size = 2 + 2 * margin
-        # How far before a cell its patch may start with unpadded convolutions still giving
-        # the dense map's numbers at the image's edge: as far as the first layer's zero
-        # padding reaches, which is padding of the input itself (the later layers' padding
-        # would be of outputs that a patch computes as real values).
-        self._first_margin = convs[0].kernel_size[0] // 2
         half = self.window // 2
         steps = torch.arange(-half, half + 1)
         grid_y, grid_x = torch.meshgrid(steps, steps, indexing="ij")
@@ -203,34 +196,23 @@ class LocalRefiner(RefinementLevel):
         return centre.flatten(2).transpose(1, 2)
 
     def reads_patches(self) -> bool:
-        """True in eval mode where only the first layer of the projection reaches past a
-        cell's own pixels around its 2x2 centre (both levels of the student: the third
-        level's 6x6 patch lies inside a cell's 8x8 pixels, the second level's 6x6 patch
-        overlaps its 4x4 cell and its neighbours by one pixel). Training keeps the dense
-        map: batch norm's statistics there are over whole maps."""
-        return not self.training and self.patch_start >= -self._first_margin
+        """True in eval mode where the projection's reach around a cell's 2x2 centre
+        stays inside the cell (the third level: 6x6 of a cell's 8x8 pixels). Training
+        keeps the dense map: batch norm's statistics there are over whole maps."""
+        return not self.training and self.patch_start >= 0
 
     def describe_cells(self, source: torch.Tensor) -> torch.Tensor:
         """`cell_descriptors(features(source))`, on each cell's own patch where
-        `reads_patches`: unpadded convolutions over the patches, of the input zero-padded
-        as the first layer pads it, give the dense map's numbers at the centres for a
-        fraction of the later layers' work (a quarter at the second level, a sixteenth at
-        the third) and, at the third, of the first layer's too."""
+        `reads_patches`: unpadded convolutions over the patch give the same numbers as the
+        dense map at the centre, for a quarter of the first layer's work and a sixteenth of
+        the rest's at the third level."""
         if not self.reads_patches():
             return super().describe_cells(source)
         batch, channels, height, width = source.shape
-        r, size = self.ratio, self.patch_size
+        r, start, size = self.ratio, self.patch_start, self.patch_size
         rows, cols = height // r, width // r
-        pad = max(0, -self.patch_start)
-        start = self.patch_start + pad
-        padded = F.pad(source, (pad, pad, pad, pad)) if pad else source
-        # Row t of every cell's patch is one strided slice; so is column t.
-        by_row = torch.stack(
-            [padded[:, :, start + t : start + t + r * rows : r] for t in range(size)], dim=3
-        )  # (B, C, rows, size, W + 2 pad)
-        patches = torch.stack(
-            [by_row[..., start + t : start + t + r * cols : r] for t in range(size)], dim=-1
-        )  # (B, C, rows, size, cols, size)
+        cells = source.reshape(batch, channels, rows, r, cols, r)
+        patches = cells[:, :, :, start : start + size, :, start : start + size]
         x = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch * rows * cols, channels, size, size)
         for layer in self.proj:
             if isinstance(layer, nn.Conv2d):
