@@ -171,7 +171,7 @@ def _models(args: argparse.Namespace, tmp: Path) -> list:
 
 def _other_peers(args: argparse.Namespace, names: tuple[str, ...], tmp: Path) -> list:
     """The learned peers and the seed among `names`, loaded (their errors name the extra)."""
-    from coarse_loftr.inference.benchmark import PeerUnderTest
+    from coarse_loftr.inference.benchmark import BENCH_SPIN_WAIT, PeerUnderTest
 
     others = []
     for name in names:
@@ -189,8 +189,9 @@ def _other_peers(args: argparse.Namespace, names: tuple[str, ...], tmp: Path) ->
         elif name == SEED:
             from coarse_loftr.training.evaluation.seed import PublishedStudent
 
-            # As the bench runs our models (`bench_matcher`).
-            seed = PublishedStudent(args.seed_checkpoint, tmp, num_threads=args.threads, spin_wait=False)
+            seed = PublishedStudent(
+                args.seed_checkpoint, tmp, num_threads=args.threads, spin_wait=BENCH_SPIN_WAIT
+            )
             note = (
                 f"published {args.seed_checkpoint.name}, exported to ONNX, run as its demo: "
                 "640x480, confidence > 0.01, cell corners"

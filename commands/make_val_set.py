@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise CommandError(f"photo folder not found: {args.images}")
     try:
-        levels = {} if args.levels is None else {"levels": args.levels}
-        manifest = write_validation_set(args.images, args.out, args.pairs_per_level, seed=args.seed, **levels)
+        manifest = write_validation_set(
+            args.images, args.out, args.pairs_per_level, seed=args.seed, levels=args.levels
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise CommandError(str(error)) from None
     count, photos = len(manifest["pairs"]), len(manifest["photos"])

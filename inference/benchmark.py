@@ -435,6 +435,12 @@ class BenchReport:
         return "\n".join(lines)
 
 
+#: Whether the bench's ONNX Runtime sessions spin for work between runs: they do not.
+#: The methods take turns, and a pool left spinning after one method's run takes the
+#: cores from the next method's run; the service runs its sessions the same way.
+BENCH_SPIN_WAIT = False
+
+
 def bench_matcher(
     weights: str | Path | None,
     backend: str,
@@ -442,11 +448,14 @@ def bench_matcher(
     threads: int | None,
     image0_cache: int = 0,
 ) -> Matcher:
-    """A `Matcher` as the bench times it: its runtime's idle threads do not spin for work.
-    The methods take turns, and a pool left spinning after one method's run takes the
-    cores from the next method's run; the service runs its sessions the same way."""
+    """A `Matcher` as the bench times it (`BENCH_SPIN_WAIT`)."""
     return Matcher(
-        weights, backend=backend, size=size, num_threads=threads, image0_cache=image0_cache, spin_wait=False
+        weights,
+        backend=backend,
+        size=size,
+        num_threads=threads,
+        image0_cache=image0_cache,
+        spin_wait=BENCH_SPIN_WAIT,
     )
 
 

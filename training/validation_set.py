@@ -89,12 +89,14 @@ def write_validation_set(
     out: Path,
     pairs_per_level: int,
     seed: int = TrainConfig.seed,
-    levels: tuple[str, ...] = tuple(LEVELS),
+    levels: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Render `pairs_per_level` pairs of each of `levels` (names in `ALL_LEVELS`) from the
-    validation photos of `images` (the split training uses with `seed`) into `out`/pairs/
-    and write `out`/manifest.json. Returns the manifest. Deterministic given the photos
-    and seed; a level's pairs do not depend on which other levels are asked for."""
+    """Render `pairs_per_level` pairs of each of `levels` (names in `ALL_LEVELS`; None:
+    the protocol's `LEVELS`) from the validation photos of `images` (the split training
+    uses with `seed`) into `out`/pairs/ and write `out`/manifest.json. Returns the
+    manifest. Deterministic given the photos and seed; a level's pairs do not depend on
+    which other levels are asked for."""
+    levels = tuple(LEVELS) if levels is None else levels
     unknown = [name for name in levels if name not in ALL_LEVELS]
     if unknown or not levels:
         raise ValueError(f"levels must be among {', '.join(ALL_LEVELS)}, got {', '.join(levels) or 'none'}")
